@@ -1,0 +1,1 @@
+"""The recording policy as pure functions: lines, numbers, notices, consent, deadlines."""

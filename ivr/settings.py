@@ -1,0 +1,260 @@
+"""One settings object for the whole service.
+
+Sources, strongest first: environment variables (prefix ``IVR_``, nested with ``__``, e.g.
+``IVR_ARI__PASSWORD``), then a TOML file, then the defaults below, which are POLICY.md's.
+The file is ``$IVR_CONFIG`` if set, else ``./ivr.toml``, else ``/etc/ivr/ivr.toml``.
+
+Settings fail closed: outside test mode the well-known test secrets are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ivr.policy.lines import LineKind, LineRef
+from ivr.policy.numbers import InvalidNumber, to_e164
+
+CONFIG_ENV = "IVR_CONFIG"
+CONFIG_CANDIDATES = (Path("ivr.toml"), Path("/etc/ivr/ivr.toml"))
+
+# Secrets that ship with the test PBX. They work in test mode and nowhere else.
+TEST_SECRETS = frozenset({"ivr-test-ari", "ivr-test-ami", "ivr-test-agent", "ivr-test-db"})
+
+Seconds = Annotated[float, Field(gt=0, le=120)]
+
+
+class LineSettings(BaseModel):
+    """A line of the call centre: its numbers, its kind, its queue and its notice."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    kind: LineKind
+    numbers: list[str] = Field(min_length=1)
+    queue: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    notice: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers_e164(cls, numbers: list[str]) -> list[str]:
+        try:
+            return [to_e164(n) for n in numbers]
+        except InvalidNumber as exc:
+            raise ValueError(str(exc)) from None
+
+    def ref(self) -> LineRef:
+        return LineRef(name=self.name, kind=self.kind, queue=self.queue, notice=self.notice)
+
+
+def _default_lines() -> list[LineSettings]:
+    return [
+        LineSettings(
+            name="sales", kind=LineKind.SALES, numbers=["040404045"], queue="sales",
+            notice="sales",
+        ),
+        LineSettings(
+            name="service", kind=LineKind.SERVICE, queue="service", notice="service",
+            numbers=["040404040", "040404030", "040404085", "040404042", "040404066",
+                     "040404041"],
+        ),
+    ]
+
+
+class AriSettings(BaseModel):
+    url: str = "http://127.0.0.1:8088"
+    username: str = "ivr"
+    password: SecretStr = SecretStr("ivr-test-ari")
+    app: str = Field(default="ivr", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Below Asterisk's http.conf sessionlimit (100 by default).
+    max_connections: int = Field(default=40, ge=1, le=90)
+    reconnect_max_seconds: Seconds = 10.0
+
+
+class AmiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = "ivr"
+    secret: SecretStr = SecretStr("ivr-test-ami")
+
+
+class DatabaseSettings(BaseModel):
+    url: SecretStr = SecretStr("postgresql+psycopg://ivr:ivr-test-db@127.0.0.1:5432/ivr")
+    pool_size: int = Field(default=10, ge=1, le=100)
+
+    def password(self) -> str | None:
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url.get_secret_value()).password
+
+
+class ConsentSettings(BaseModel):
+    """Rule 2: how long the question waits for 1 or 2, and how often it is asked again."""
+
+    answer_timeout: Seconds = 5.0
+    question_repeats: int = Field(default=1, ge=0, le=5)
+
+
+class RetentionSettings(BaseModel):
+    """Rule 6: months a recording is kept, by legal basis."""
+
+    legal_basis_months: int = Field(default=6, ge=1, le=120)
+    consent_months: int = Field(default=6, ge=1, le=120)
+
+
+class CallbackSettings(BaseModel):
+    """Rule 4: missed calls are returned within this window."""
+
+    window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    overload_callers_per_agent: float = Field(default=3.0, gt=0)
+    retry_attempts: int = Field(default=3, ge=1, le=20)
+    retry_delay_minutes: int = Field(default=10, ge=1, le=24 * 60)
+
+
+class RevocationSettings(BaseModel):
+    """Rule 8: deletion deadline in working days of this country's calendar."""
+
+    working_days: int = Field(default=5, ge=1, le=60)
+    calendar_country: str = Field(default="SI", pattern=r"^[A-Z]{2}$")
+
+
+class RecordingSettings(BaseModel):
+    """Where MixMonitor writes (as Asterisk sees it) and where the service finds the files."""
+
+    asterisk_dir: Path = Path("/var/spool/asterisk/ivr-recordings")
+    local_dir: Path = Path("/var/spool/asterisk/ivr-recordings")
+    format: Literal["wav", "wav49", "gsm"] = "wav"
+
+
+class PromptSettings(BaseModel):
+    """Where the notices live: the manifest and audio as the service sees them, and the
+    sound name prefix Asterisk plays them by (``sound:ivr/<id>``)."""
+
+    local_dir: Path = Path("/usr/share/asterisk/sounds/ivr")
+    sound_prefix: str = Field(default="ivr", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+
+
+class DialplanSettings(BaseModel):
+    """Dialplan contexts the service hands calls to."""
+
+    queue_context: str = "ivr-queues"
+    unconfigured_context: str = "ivr-unconfigured"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IVR_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    mode: Literal["production", "test"] = "production"
+    timezone: str = "Europe/Ljubljana"
+    region: str = Field(default="SI", pattern=r"^[A-Z]{2}$")
+    lines: list[LineSettings] = Field(default_factory=_default_lines, min_length=1)
+    ari: AriSettings = AriSettings()
+    ami: AmiSettings = AmiSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    consent: ConsentSettings = ConsentSettings()
+    retention: RetentionSettings = RetentionSettings()
+    callbacks: CallbackSettings = CallbackSettings()
+    revocations: RevocationSettings = RevocationSettings()
+    recordings: RecordingSettings = RecordingSettings()
+    prompts: PromptSettings = PromptSettings()
+    dialplan: DialplanSettings = DialplanSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _numbers_unique(self) -> Self:
+        seen: dict[str, str] = {}
+        names: set[str] = set()
+        for line in self.lines:
+            if line.name in names:
+                raise ValueError(f"line name {line.name!r} is configured twice")
+            names.add(line.name)
+            for number in line.numbers:
+                if number in seen:
+                    raise ValueError(
+                        f"number {number} is on two lines: {seen[number]!r} and {line.name!r}"
+                    )
+                seen[number] = line.name
+        return self
+
+    @model_validator(mode="after")
+    def _no_test_secrets_in_production(self) -> Self:
+        if self.mode == "test":
+            return self
+        offending = [
+            name
+            for name, value in (
+                ("ari.password", self.ari.password.get_secret_value()),
+                ("ami.secret", self.ami.secret.get_secret_value()),
+                ("database.url password", self.database.password() or ""),
+            )
+            if value in TEST_SECRETS
+        ]
+        if offending:
+            raise ValueError(
+                "production mode refuses the test PBX's default secrets for "
+                + ", ".join(offending)
+                + ": set real ones (e.g. IVR_ARI__PASSWORD) or set mode = \"test\""
+            )
+        return self
+
+    def line_for(self, e164: str) -> LineRef | None:
+        """The line a dialled number (already E.164) belongs to, or ``None``."""
+        for line in self.lines:
+            if e164 in line.numbers:
+                return line.ref()
+        return None
+
+
+def config_file() -> Path | None:
+    """The settings file in use, or ``None`` when there is none."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV}={explicit}: no such settings file")
+        return path
+    for candidate in CONFIG_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment and the settings file."""
+    return Settings(**overrides)  # type: ignore[arg-type]
