@@ -10,6 +10,7 @@ Settings fail closed: outside test mode the well-known test secrets are refused.
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -30,6 +31,7 @@ CONFIG_CANDIDATES = (Path("ivr.toml"), Path("/etc/ivr/ivr.toml"))
 # Secrets that ship with the test PBX. They work in test mode and nowhere else.
 TEST_SECRETS = frozenset({"ivr-test-ari", "ivr-test-ami", "ivr-test-agent", "ivr-test-db"})
 
+_CONTEXT = r"^[A-Za-z0-9_-]{1,64}$"
 Seconds = Annotated[float, Field(gt=0, le=120)]
 
 
@@ -144,8 +146,20 @@ class PromptSettings(BaseModel):
 class DialplanSettings(BaseModel):
     """Dialplan contexts the service hands calls to."""
 
-    queue_context: str = "ivr-queues"
-    unconfigured_context: str = "ivr-unconfigured"
+    queue_context: str = Field(default="ivr-queues", pattern=_CONTEXT)
+    unconfigured_context: str = Field(default="ivr-unconfigured", pattern=_CONTEXT)
+    queue_max_wait: int = Field(default=300, ge=1, le=3600)
+
+
+class PbxSettings(BaseModel):
+    """Where the PBX listens, used to render its configuration (asterisk-conf/)."""
+
+    bind_address: IPv4Address = IPv4Address("127.0.0.1")
+    sip_port: int = Field(default=5060, ge=1, le=65535)
+    rtp_start: int = Field(default=10000, ge=1024, le=65535)
+    rtp_end: int = Field(default=20000, ge=1024, le=65535)
+    # The address the service connects to AMI from; AMI refuses every other.
+    service_address: IPv4Address = IPv4Address("127.0.0.1")
 
 
 class Settings(BaseSettings):
@@ -169,6 +183,7 @@ class Settings(BaseSettings):
     recordings: RecordingSettings = RecordingSettings()
     prompts: PromptSettings = PromptSettings()
     dialplan: DialplanSettings = DialplanSettings()
+    pbx: PbxSettings = PbxSettings()
 
     @classmethod
     def settings_customise_sources(

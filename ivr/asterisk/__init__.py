@@ -1,0 +1,1 @@
+"""Shells around Asterisk: ARI (REST + events), AMI, and the configuration it runs."""

@@ -1,0 +1,99 @@
+"""Render ``asterisk-conf/`` into the configuration a PBX runs.
+
+The files are plain Asterisk configuration with ``@@name@@`` placeholders filled from the
+settings; a site directory (the test PBX's, or a production site's) adds the trunk, agents
+and queue members. The numbers of the lines are generated into ``extensions_numbers.conf``
+so the dialplan and the service always agree on which numbers belong to the application.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ivr.policy.numbers import dialled_forms
+from ivr.settings import Settings
+
+PLACEHOLDER = re.compile(r"@@([a-z0-9_]+)@@")
+NUMBERS_FILE = "extensions_numbers.conf"
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "asterisk-conf"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be rendered: a placeholder without a value, a bad site."""
+
+
+def placeholder_values(settings: Settings) -> dict[str, str]:
+    """The values of the placeholders that come from the settings."""
+    ari_url = urlsplit(settings.ari.url)
+    return {
+        "bind_address": str(settings.pbx.bind_address),
+        "sip_port": str(settings.pbx.sip_port),
+        "http_port": str(ari_url.port or 8088),
+        "ami_port": str(settings.ami.port),
+        "ami_permit": str(settings.pbx.service_address),
+        "rtp_start": str(settings.pbx.rtp_start),
+        "rtp_end": str(settings.pbx.rtp_end),
+        "ari_user": settings.ari.username,
+        "ari_password": settings.ari.password.get_secret_value(),
+        "ami_user": settings.ami.username,
+        "ami_secret": settings.ami.secret.get_secret_value(),
+        "app": settings.ari.app,
+        "queue_context": settings.dialplan.queue_context,
+        "unconfigured_context": settings.dialplan.unconfigured_context,
+        "queue_max_wait": str(settings.dialplan.queue_max_wait),
+    }
+
+
+def fill(text: str, values: Mapping[str, str], where: str) -> str:
+    """Replace every ``@@name@@``; a name without a value is an error naming the file."""
+    missing = sorted({m for m in PLACEHOLDER.findall(text) if m not in values})
+    if missing:
+        raise ConfigError(f"{where}: no value for {', '.join('@@' + m + '@@' for m in missing)}")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def numbers_dialplan(settings: Settings) -> str:
+    """``[ivr-numbers]``: every form of every configured number enters the application."""
+    lines = ["; Generated from the settings by `ivr asterisk-conf render`. Do not edit.",
+             "[ivr-numbers]"]
+    for line in settings.lines:
+        for e164 in line.numbers:
+            lines.append(f"; {line.name} ({line.kind}) {e164}")
+            for form in dialled_forms(e164):
+                lines.append(f"exten => {form},1,Stasis({settings.ari.app})")
+                lines.append(" same => n,Hangup()")
+    return "\n".join(lines) + "\n"
+
+
+def render(
+    settings: Settings,
+    out: Path,
+    site: Path,
+    extra: Mapping[str, str] | None = None,
+    source: Path = DEFAULT_SOURCE,
+) -> list[Path]:
+    """Write the rendered configuration into ``out`` (files 0640). Returns the files."""
+    if not source.is_dir():
+        raise ConfigError(f"{source}: no asterisk-conf directory there")
+    if not site.is_dir():
+        raise ConfigError(f"{site}: no site directory there")
+    values = {**placeholder_values(settings), **(extra or {})}
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    texts: dict[str, str] = {}
+    for directory in (source, site):
+        for path in sorted(directory.glob("*.conf")):
+            texts[path.name] = fill(path.read_text(), values, str(path))
+    texts[NUMBERS_FILE] = numbers_dialplan(settings)
+    for name, text in texts.items():
+        target = out / name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(target, 0o640)
+        written.append(target)
+    return written

@@ -1,0 +1,61 @@
+"""``python -m testpbx COMMAND``: prepare, start, stop the native test PBX.
+
+  prepare   build (or reuse) the Asterisk root, the test database and the prompts
+  start     prepare, then start Asterisk on 127.0.0.1 and wait until it has booted
+  stop      stop the Asterisk this harness started
+  status    say what runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ivr.notices.audio import build
+from ivr.notices.catalogue import CatalogueError, load_catalogue
+from testpbx.asterisk import Asterisk
+from testpbx.config import write_settings
+from testpbx.database import ensure_database
+from testpbx.errors import SetupError
+from testpbx.paths import Paths, default_paths
+from testpbx.root import ensure_root
+
+
+def prepare(paths: Paths) -> Asterisk:
+    root, built = ensure_root(paths, paths.logs / "debootstrap.log")
+    print(f"testpbx: Asterisk root {'built' if built else 'reused'}: {root}", flush=True)
+    settings = write_settings(paths)
+    ensure_database()
+    build(load_catalogue(), settings.prompts.local_dir)
+    return Asterisk(paths, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testpbx", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["prepare", "start", "stop", "status"])
+    args = parser.parse_args(argv)
+    paths = default_paths()
+    try:
+        if args.command == "prepare":
+            prepare(paths)
+        elif args.command == "start":
+            pbx = prepare(paths)
+            pid = pbx.start()
+            print(f"testpbx: Asterisk running (pid {pid}); console log {pbx.console_log}, "
+                  f"messages {pbx.messages_log}")
+        elif args.command == "stop":
+            pbx = Asterisk(paths, write_settings(paths))
+            print("testpbx: Asterisk stopped" if pbx.stop() else "testpbx: Asterisk was not running")
+        else:
+            pbx = Asterisk(paths, write_settings(paths))
+            pid = pbx.running_pid()
+            print(f"testpbx: Asterisk {'running, pid ' + str(pid) if pid else 'not running'}")
+    except (SetupError, CatalogueError) as exc:
+        print(f"\ntestpbx: {exc}\n", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
