@@ -32,8 +32,6 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 # never import the models: they write the schema out as it was at their time.
 target_metadata = Base.metadata
 
-COMPARE_OPTIONS = {"compare_type": True, "compare_server_default": True}
-
 
 def database_url() -> str:
     given = config.attributes.get("url")
@@ -53,14 +51,20 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        **COMPARE_OPTIONS,
+        compare_type=True,
+        compare_server_default=True,
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, **COMPARE_OPTIONS)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -16,6 +16,7 @@ from ivr.settings import Settings
 from testpbx.errors import SetupError
 from testpbx.paths import REPO, Paths
 from testpbx.ports import ensure_free
+from testpbx.root import hosts_file
 
 SITE = REPO / "asterisk-conf" / "testpbx"
 AGENT_PASSWORD = "ivr-test-agent"
@@ -56,6 +57,7 @@ class Asterisk:
         extra = {f"{name}_port": str(port) for name, port in AGENT_PORTS.items()}
         extra["agent_password"] = AGENT_PASSWORD
         render(self.settings, etc, SITE, extra)
+        self.paths.in_root("/etc/hosts").write_text(hosts_file())
         for inside in (self.settings.recordings.asterisk_dir, "/var/log/asterisk",
                        "/var/run/asterisk", "/var/lib/asterisk", "/var/spool/asterisk"):
             self.paths.in_root(inside).mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ at the end, so an interrupted build never looks finished.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,12 @@ SUITE = "sid"
 PACKAGES = ("asterisk", "asterisk-moh-opsound-gsm")
 RECIPE = f"debootstrap minbase {SUITE} {' '.join(PACKAGES)} v1"
 MARKER = ".ivr-testpbx-root"
-HOSTS = "127.0.0.1\tlocalhost\n127.0.1.1\ttestpbx\n::1\tlocalhost ip6-localhost\n"
+
+
+def hosts_file() -> str:
+    """Asterisk looks up the host name on every call: the root must know it."""
+    name = socket.gethostname()
+    return f"127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost\n"
 
 
 def asterisk_version(root: Path) -> str | None:
@@ -72,7 +78,7 @@ def ensure_root(paths: Paths, log: Path) -> tuple[Path, bool]:
             "check the network to the Debian mirror and the free space in "
             f"{paths.cache}, then run make again",
         )
-    (paths.building / "etc/hosts").write_text(HOSTS)
+    
     if not asterisk_version(paths.building):
         raise SetupError(
             f"the new root in {paths.building} has no working Asterisk 22",

@@ -1,5 +1,7 @@
-"""Initial schema: calls, decisions, recordings, missed calls, callbacks, revocations,
-audit log.
+"""Initial schema.
+
+Calls, decisions (the consent receipt), recordings, missed calls, callbacks and their
+attempts, revocations, and the audit log.
 
 Revision ID: 2026_11_22_0001
 Revises:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, pool, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
@@ -37,12 +38,14 @@ def pg_admin() -> Iterator[Engine]:
     """A connection to the server's maintenance database, to create and drop others."""
     admin_url = os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN_URL)
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    reason = None
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0].removeprefix("connection failed: ")
+    if reason is not None:
         where = make_url(admin_url).render_as_string(hide_password=True)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         pytest.fail(
             f"tests/db need PostgreSQL and cannot reach it at {where}: {reason}. "
             f"Start it, or point {ADMIN_URL_ENV} at a server where this user may "
@@ -81,8 +84,6 @@ def database_url(new_database: NewDatabase) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def database(database_url: str) -> AsyncIterator[Database]:
-    from pydantic import SecretStr
-
     db = Database(DatabaseSettings(url=SecretStr(database_url), pool_size=2))
     yield db
     await db.dispose()

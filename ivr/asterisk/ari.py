@@ -1,0 +1,152 @@
+"""A thin, typed ARI client: REST calls with httpx, events over a websocket that
+reconnects with backoff.
+
+After every (re)connect the event stream yields :class:`Connected`: ARI replays nothing, so
+the application lists the channels it owns and resolves them (see the call service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ivr.asterisk.ari_events import AriEventError, Channel, Event, parse_channel, parse_event
+from ivr.settings import AriSettings
+
+log = logging.getLogger(__name__)
+
+
+class AriError(RuntimeError):
+    """ARI refused a request or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ChannelGone(AriError):
+    """The channel no longer exists (404): the caller hung up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The events websocket is (again) connected; ``reconnects`` counts earlier drops."""
+
+    reconnects: int
+
+
+class AriClient:
+    def __init__(self, settings: AriSettings, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        password = settings.password.get_secret_value()
+        self._auth = (settings.username, password)
+        self._http = http or httpx.AsyncClient(
+            base_url=settings.url.rstrip("/") + "/ari",
+            auth=self._auth,
+            timeout=httpx.Timeout(10.0, connect=3.0),
+            limits=httpx.Limits(max_connections=settings.max_connections,
+                                max_keepalive_connections=settings.max_connections),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # REST ---------------------------------------------------------------------------------
+    async def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                      json: Any = None) -> Any:
+        try:
+            response = await self._http.request(method, path, params=params, json=json)
+        except httpx.HTTPError as exc:
+            raise AriError(f"ARI {method} {path}: {type(exc).__name__}: {exc}") from None
+        if response.status_code == 404 and path.startswith("/channels/"):
+            raise ChannelGone(f"ARI {method} {path}: channel not found", 404)
+        if response.status_code >= 400:
+            raise AriError(f"ARI {method} {path}: {response.status_code} "
+                           f"{response.text[:200]}", response.status_code)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{channel_id}", params={"reason": reason})
+
+    async def play(self, channel_id: str, media: str, playback_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/play/{playback_id}",
+                           params={"media": media})
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{playback_id}")
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/variable",
+                           params={"variable": name, "value": value})
+
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str,
+                                   priority: int = 1) -> None:
+        await self.request("POST", f"/channels/{channel_id}/continue",
+                           params={"context": context, "extension": extension,
+                                   "priority": priority})
+
+    async def channels(self) -> list[Channel]:
+        raw = await self.request("GET", "/channels")
+        result = []
+        for item in raw or []:
+            try:
+                result.append(parse_channel(item))
+            except AriEventError as exc:
+                log.warning("ignoring a malformed channel in GET /channels: %s", exc)
+        return result
+
+    async def subscribe_channel(self, channel_id: str) -> None:
+        """Keep receiving a channel's events after it leaves the application."""
+        await self.request("POST", f"/applications/{self.settings.app}/subscription",
+                           params={"eventSource": f"channel:{channel_id}"})
+
+    # events -------------------------------------------------------------------------------
+    def events_url(self) -> str:
+        parts = urlsplit(self.settings.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ari/events",
+                           f"app={self.settings.app}&subscribeAll=false", ""))
+
+    async def events(self) -> AsyncIterator[Event | Connected]:
+        """Events for the application, forever; reconnects with backoff when dropped."""
+        token = base64.b64encode(":".join(self._auth).encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
+        reconnects = -1
+        backoff = 0.5
+        while True:
+            try:
+                async for ws in connect(self.events_url(), additional_headers=headers,
+                                        open_timeout=5, ping_interval=10, ping_timeout=10,
+                                        max_size=1 << 20):
+                    reconnects += 1
+                    backoff = 0.5
+                    log.info("ARI events connected", extra={"reconnects": reconnects})
+                    yield Connected(reconnects)
+                    try:
+                        async for frame in ws:
+                            try:
+                                yield parse_event(frame)
+                            except AriEventError as exc:
+                                log.warning("ignoring a malformed ARI event: %s", exc)
+                    except ConnectionClosed:
+                        log.warning("ARI events websocket closed; reconnecting")
+                        continue
+            except (InvalidStatus, InvalidHandshake, OSError, TimeoutError) as exc:
+                # connect() gives up on errors it considers fatal (e.g. 401): wait, try again.
+                log.error("ARI events: %s; retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
