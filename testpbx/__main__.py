@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"messages {pbx.messages_log}")
         elif args.command == "stop":
             pbx = Asterisk(paths, write_settings(paths))
-            print("testpbx: Asterisk stopped" if pbx.stop() else "testpbx: Asterisk was not running")
+            stopped = pbx.stop()
+            print(f"testpbx: Asterisk {'stopped' if stopped else 'was not running'}")
         else:
             pbx = Asterisk(paths, write_settings(paths))
-            pid = pbx.running_pid()
-            print(f"testpbx: Asterisk {'running, pid ' + str(pid) if pid else 'not running'}")
+            running = pbx.running_pid()
+            print(f"testpbx: Asterisk {f'running, pid {running}' if running else 'not running'}")
     except (SetupError, CatalogueError) as exc:
         print(f"\ntestpbx: {exc}\n", file=sys.stderr)
         return 1

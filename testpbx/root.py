@@ -78,7 +78,7 @@ def ensure_root(paths: Paths, log: Path) -> tuple[Path, bool]:
             "check the network to the Debian mirror and the free space in "
             f"{paths.cache}, then run make again",
         )
-    
+
     if not asterisk_version(paths.building):
         raise SetupError(
             f"the new root in {paths.building} has no working Asterisk 22",

@@ -69,7 +69,7 @@ class Sipp:
             args += ["-key", key, value]
         args.append(self.pbx)
         log = Path(f"{stem}.log")
-        with log.open("wb") as out:
+        with open(log, "wb") as out:  # noqa: ASYNC230 (a local file, opened once)
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 cwd=self.dir)

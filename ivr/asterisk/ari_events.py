@@ -113,6 +113,11 @@ def _obj(obj: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _optional_obj(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _timestamp(raw: object) -> datetime | None:
     if not isinstance(raw, str):
         return None
@@ -124,11 +129,8 @@ def _timestamp(raw: object) -> datetime | None:
 
 
 def parse_channel(raw: dict[str, Any]) -> Channel:
-    caller = raw.get("caller") if isinstance(raw.get("caller"), dict) else {}
-    dialplan = raw.get("dialplan") if isinstance(raw.get("dialplan"), dict) else {}
-    assert isinstance(caller, dict) and isinstance(dialplan, dict)
-    variables = raw.get("channelvars") if isinstance(raw.get("channelvars"), dict) else {}
-    assert isinstance(variables, dict)
+    caller, dialplan, variables = (_optional_obj(raw, k) for k in
+                                   ("caller", "dialplan", "channelvars"))
     channel_id = _str(raw, "id")
     if not channel_id or len(channel_id) > 128:
         raise AriEventError("channel id must be 1 to 128 characters")
@@ -151,56 +153,57 @@ def parse_event(text: str | bytes) -> Event:
         raise AriEventError(f"frame of {len(text)} bytes is larger than {MAX_FRAME}")
     try:
         raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, and an integer of more than
+        # 4300 digits; RecursionError: arrays or objects nested too deep.
         raise AriEventError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise AriEventError("an event must be a JSON object")
     kind = _str(raw, "type", "")
     if not kind:
         raise AriEventError("event without a type")
-    base = {"type": kind, "timestamp": _timestamp(raw.get("timestamp")),
-            "application": _str(raw, "application", "")}
+    base: tuple[str, datetime | None, str] = (
+        kind, _timestamp(raw.get("timestamp")), _str(raw, "application", ""))
     if kind == "StasisStart":
         args = raw.get("args", [])
         if not isinstance(args, list):
             raise AriEventError("StasisStart args must be a list")
         replaced = raw.get("replace_channel")
         return StasisStart(
-            **base, channel=parse_channel(_obj(raw, "channel")),
+            *base, channel=parse_channel(_obj(raw, "channel")),
             args=tuple(str(a) for a in args),
             replace_channel_id=_str(replaced, "id") if isinstance(replaced, dict) else None,
         )
     if kind == "StasisEnd":
-        return StasisEnd(**base, channel=parse_channel(_obj(raw, "channel")))
+        return StasisEnd(*base, channel=parse_channel(_obj(raw, "channel")))
     if kind == "ChannelDtmfReceived":
         digit = _str(raw, "digit")
         if len(digit) != 1 or digit not in "0123456789*#ABCD":
             raise AriEventError(f"DTMF digit {digit[:8]!r} is not one of 0-9 * # A-D")
         duration = raw.get("duration_ms", 0)
         return ChannelDtmfReceived(
-            **base, channel=parse_channel(_obj(raw, "channel")), digit=digit,
+            *base, channel=parse_channel(_obj(raw, "channel")), digit=digit,
             duration_ms=duration if isinstance(duration, int) else 0,
         )
     if kind == "ChannelHangupRequest":
         cause = raw.get("cause")
-        return ChannelHangupRequest(**base, channel=parse_channel(_obj(raw, "channel")),
+        return ChannelHangupRequest(*base, channel=parse_channel(_obj(raw, "channel")),
                                     cause=cause if isinstance(cause, int) else None)
     if kind == "ChannelDestroyed":
         cause = raw.get("cause", 0)
-        return ChannelDestroyed(**base, channel=parse_channel(_obj(raw, "channel")),
+        return ChannelDestroyed(*base, channel=parse_channel(_obj(raw, "channel")),
                                 cause=cause if isinstance(cause, int) else 0,
                                 cause_txt=str(raw.get("cause_txt", "")))
     if kind == "ChannelStateChange":
-        return ChannelStateChange(**base, channel=parse_channel(_obj(raw, "channel")))
+        return ChannelStateChange(*base, channel=parse_channel(_obj(raw, "channel")))
     if kind in ("PlaybackStarted", "PlaybackFinished"):
         playback = _obj(raw, "playback")
-        fields = {"playback_id": _str(playback, "id"),
-                  "media_uri": _str(playback, "media_uri", ""),
-                  "target_uri": _str(playback, "target_uri", "")}
+        ids = (_str(playback, "id"), _str(playback, "media_uri", ""),
+               _str(playback, "target_uri", ""))
         if kind == "PlaybackStarted":
-            return PlaybackStarted(**base, **fields)
-        return PlaybackFinished(**base, **fields, state=_str(playback, "state", ""))
-    return OtherEvent(**base)
+            return PlaybackStarted(*base, *ids)
+        return PlaybackFinished(*base, *ids, state=_str(playback, "state", ""))
+    return OtherEvent(*base)
 
 
 def channel_of(event: Event) -> str | None:

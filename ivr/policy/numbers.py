@@ -22,7 +22,7 @@ _MAX_DIGITS = 20
 _PARSE_ERRORS = {
     phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "unknown country code",
     phonenumbers.NumberParseException.NOT_A_NUMBER: "not a number",
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the international prefix",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the 00 prefix",
     phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short",
     phonenumbers.NumberParseException.TOO_LONG: "too long",
 }
