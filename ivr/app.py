@@ -9,8 +9,8 @@ from contextlib import aclosing
 
 from ivr.asterisk.ari import AriClient, Connected
 from ivr.asterisk.ari_events import Event
-from ivr.calls.router import CallRouter
 from ivr.calls.entry import entry_handler
+from ivr.calls.router import CallRouter
 from ivr.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,9 @@
   start     prepare, then start Asterisk on 127.0.0.1 and wait until it has booted
   stop      stop the Asterisk this harness started
   status    say what runs
+  up        start Asterisk, migrate the database, start `ivr serve`; leave them running
+  down      stop what `up` started
+  demo      up, one call to each kind of number, what happened to each, down
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 
 from ivr.notices.audio import build
 from ivr.notices.catalogue import CatalogueError, load_catalogue
+from ivr.store.database import DatabaseUnreachable
 from testpbx.asterisk import Asterisk
 from testpbx.config import write_settings
 from testpbx.database import ensure_database
@@ -33,7 +37,8 @@ def prepare(paths: Paths) -> Asterisk:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testpbx", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["prepare", "start", "stop", "status"])
+    parser.add_argument("command", choices=["prepare", "start", "stop", "status", "up", "down",
+                                            "demo"])
     args = parser.parse_args(argv)
     paths = default_paths()
     try:
@@ -48,11 +53,26 @@ def main(argv: list[str] | None = None) -> int:
             pbx = Asterisk(paths, write_settings(paths))
             stopped = pbx.stop()
             print(f"testpbx: Asterisk {'stopped' if stopped else 'was not running'}")
+        elif args.command == "up":
+            from testpbx.stack import describe, up
+
+            pbx, service = up(paths)
+            print(describe(pbx, service, pbx.settings))
+        elif args.command == "down":
+            from testpbx.stack import down
+
+            stopped = down(paths)
+            print(f"testpbx: stopped {', '.join(stopped)}" if stopped
+                  else "testpbx: nothing was running")
+        elif args.command == "demo":
+            from testpbx.demo import demo
+
+            return demo(paths)
         else:
             pbx = Asterisk(paths, write_settings(paths))
             running = pbx.running_pid()
             print(f"testpbx: Asterisk {f'running, pid {running}' if running else 'not running'}")
-    except (SetupError, CatalogueError) as exc:
+    except (SetupError, CatalogueError, DatabaseUnreachable) as exc:
         print(f"\ntestpbx: {exc}\n", file=sys.stderr)
         return 1
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -121,7 +121,7 @@ class AriClient:
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ari/events",
                            f"app={self.settings.app}&subscribeAll=false", ""))
 
-    async def events(self) -> AsyncIterator[Event | Connected]:
+    async def events(self) -> AsyncGenerator[Event | Connected]:
         """Events for the application, forever; reconnects with backoff when dropped."""
         token = base64.b64encode(":".join(self._auth).encode()).decode()
         headers = {"Authorization": f"Basic {token}"}

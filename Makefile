@@ -1,0 +1,56 @@
+# ivr: the two commands a new user runs on a fresh Debian machine, as root:
+#   make demo    install and build what is needed, start everything, place calls, stop
+#   make test    install what is needed and run the whole suite (real Asterisk included)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export IVR_STATE_DIR ?= $(CURDIR)/var/testpbx
+
+.PHONY: help deps venv prepare lint test unit up down demo status clean
+
+help:
+	@echo "make demo | test | up | down | lint | unit | clean"
+
+deps:
+	@bash scripts/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	@bash scripts/check-python.sh $(PYTHON)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@mkdir -p var
+	@echo "setup: installing the Python packages into $(VENV) (log var/pip.log)"
+	@($(PY) -m pip install --disable-pip-version-check --upgrade pip \
+	  && $(PY) -m pip install --disable-pip-version-check -e '.[test]') > var/pip.log 2>&1 \
+	  || { tail -n 20 var/pip.log; printf '\nsetup: pip could not install the packages (log var/pip.log)\n  fix: check the network to the package index, then make again\n\n'; exit 1; }
+	@touch $@
+
+venv: deps $(VENV)/.installed
+
+prepare: venv
+	@$(PY) -m testpbx prepare
+
+lint: venv
+	$(VENV)/bin/ruff check ivr testpbx tests migrations
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+test: prepare lint
+	$(VENV)/bin/pytest
+
+up: venv
+	@$(PY) -m testpbx up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m testpbx down; else echo "nothing to stop (no .venv)"; fi
+
+status: venv
+	@$(PY) -m testpbx status
+
+demo: venv
+	@$(PY) -m testpbx demo
+
+clean: down
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
