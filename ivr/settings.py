@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,7 +35,13 @@ _CONTEXT = r"^[A-Za-z0-9_-]{1,64}$"
 Seconds = Annotated[float, Field(gt=0, le=120)]
 
 
-class LineSettings(BaseModel):
+class Section(BaseModel):
+    """A section of the settings: unknown keys (typos) are refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LineSettings(Section):
     """A line of the call centre: its numbers, its kind, its queue and its notice."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
@@ -70,7 +76,7 @@ def _default_lines() -> list[LineSettings]:
     ]
 
 
-class AriSettings(BaseModel):
+class AriSettings(Section):
     url: str = "http://127.0.0.1:8088"
     username: str = "ivr"
     password: SecretStr = SecretStr("ivr-test-ari")
@@ -80,14 +86,14 @@ class AriSettings(BaseModel):
     reconnect_max_seconds: Seconds = 10.0
 
 
-class AmiSettings(BaseModel):
+class AmiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=5038, ge=1, le=65535)
     username: str = "ivr"
     secret: SecretStr = SecretStr("ivr-test-ami")
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(Section):
     url: SecretStr = SecretStr("postgresql+psycopg://ivr:ivr-test-db@127.0.0.1:5432/ivr")
     pool_size: int = Field(default=10, ge=1, le=100)
 
@@ -97,21 +103,21 @@ class DatabaseSettings(BaseModel):
         return make_url(self.url.get_secret_value()).password
 
 
-class ConsentSettings(BaseModel):
+class ConsentSettings(Section):
     """Rule 2: how long the question waits for 1 or 2, and how often it is asked again."""
 
     answer_timeout: Seconds = 5.0
     question_repeats: int = Field(default=1, ge=0, le=5)
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(Section):
     """Rule 6: months a recording is kept, by legal basis."""
 
     legal_basis_months: int = Field(default=6, ge=1, le=120)
     consent_months: int = Field(default=6, ge=1, le=120)
 
 
-class CallbackSettings(BaseModel):
+class CallbackSettings(Section):
     """Rule 4: missed calls are returned within this window."""
 
     window_minutes: int = Field(default=60, ge=1, le=24 * 60)
@@ -120,14 +126,14 @@ class CallbackSettings(BaseModel):
     retry_delay_minutes: int = Field(default=10, ge=1, le=24 * 60)
 
 
-class RevocationSettings(BaseModel):
+class RevocationSettings(Section):
     """Rule 8: deletion deadline in working days of this country's calendar."""
 
     working_days: int = Field(default=5, ge=1, le=60)
     calendar_country: str = Field(default="SI", pattern=r"^[A-Z]{2}$")
 
 
-class RecordingSettings(BaseModel):
+class RecordingSettings(Section):
     """Where MixMonitor writes (as Asterisk sees it) and where the service finds the files."""
 
     asterisk_dir: Path = Path("/var/spool/asterisk/ivr-recordings")
@@ -135,7 +141,7 @@ class RecordingSettings(BaseModel):
     format: Literal["wav", "wav49", "gsm"] = "wav"
 
 
-class PromptSettings(BaseModel):
+class PromptSettings(Section):
     """Where the notices live: the manifest and audio as the service sees them, and the
     sound name prefix Asterisk plays them by (``sound:ivr/<id>``)."""
 
@@ -143,7 +149,7 @@ class PromptSettings(BaseModel):
     sound_prefix: str = Field(default="ivr", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
 
 
-class DialplanSettings(BaseModel):
+class DialplanSettings(Section):
     """Dialplan contexts the service hands calls to."""
 
     queue_context: str = Field(default="ivr-queues", pattern=_CONTEXT)
@@ -151,7 +157,7 @@ class DialplanSettings(BaseModel):
     queue_max_wait: int = Field(default=300, ge=1, le=3600)
 
 
-class PbxSettings(BaseModel):
+class PbxSettings(Section):
     """Where the PBX listens, used to render its configuration (asterisk-conf/)."""
 
     bind_address: IPv4Address = IPv4Address("127.0.0.1")

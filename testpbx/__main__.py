@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             from testpbx.stack import down
 
-            stopped = down(paths)
-            print(f"testpbx: stopped {', '.join(stopped)}" if stopped
+            parts = down(paths)
+            print(f"testpbx: stopped {', '.join(parts)}" if parts
                   else "testpbx: nothing was running")
         elif args.command == "demo":
             from testpbx.demo import demo

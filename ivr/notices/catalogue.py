@@ -98,7 +98,7 @@ def load_manifest(directory: Path) -> Manifest:
         raise CatalogueError(
             f"{path}: no prompt manifest (run `ivr prompts build --out {directory}`)"
         ) from None
-    except ValidationError as exc:
+    except (ValidationError, UnicodeDecodeError) as exc:
         raise CatalogueError(f"{path}: {exc}") from None
 
 

@@ -16,7 +16,7 @@ DEFAULT_REGION = "SI"
 # What SIP and Asterisk put in the caller ID when the caller withheld it.
 _WITHHELD = {"", "anonymous", "restricted", "unknown", "unavailable", "private", "withheld"}
 # Characters people and trunks put between digits; anything else is junk.
-_SEPARATORS = re.compile(r"[\s\-./()]")
+_SEPARATORS = re.compile(r"[ \t\-./()]")
 _SHAPE = re.compile(r"\+?[0-9]+")
 _MAX_DIGITS = 20
 _PARSE_ERRORS = {

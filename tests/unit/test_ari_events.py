@@ -8,6 +8,7 @@ question, digit 1, hang-up).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sys
@@ -420,10 +421,8 @@ def _mutations(text: str) -> Iterator[str]:
 
 
 def _parse_or_refuse(frame: str | bytes) -> None:
-    try:
+    with contextlib.suppress(AriEventError):
         parse_event(frame)
-    except AriEventError:
-        pass
 
 
 @pytest.mark.parametrize("index", range(len(FRAMES)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import stat
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ from ivr.asterisk.conf import (
     numbers_dialplan,
     render,
 )
+from ivr.policy.lines import LineKind
 from ivr.policy.numbers import dialled_forms
-from ivr.settings import Settings
+from ivr.settings import AriSettings, LineSettings, PbxSettings, Settings
 
 SITE = DEFAULT_SOURCE / "testpbx"
 EXTRA = {"agent1_port": "5071", "agent2_port": "5072", "agent_password": "x"}
@@ -113,9 +115,9 @@ def test_lines_table_numbers_file_has_nothing_but_the_configured_numbers(
 
 
 def test_numbers_file_follows_the_settings(tmp_path: Path) -> None:
-    settings = Settings(mode="test", ari={"app": "policy"}, lines=[
-        {"name": "sales", "kind": "sales", "numbers": ["040 12 34 56"], "queue": "sales",
-         "notice": "sales"},
+    settings = Settings(mode="test", ari=AriSettings(app="policy"), lines=[
+        LineSettings(name="sales", kind=LineKind.SALES, numbers=["040 12 34 56"],
+                     queue="sales", notice="sales"),
     ])
     text = numbers_dialplan(settings)
     assert "exten => 040123456,1,Stasis(policy)" in text
@@ -128,7 +130,7 @@ def test_numbers_file_follows_the_settings(tmp_path: Path) -> None:
 def test_http_manager_and_pjsip_bind_to_the_settings_address(
     tmp_path: Path, address: str
 ) -> None:
-    settings = Settings(mode="test", pbx={"bind_address": address})
+    settings = Settings(mode="test", pbx=PbxSettings(bind_address=IPv4Address(address)))
     files = {p.name: p for p in render(settings, tmp_path / "out", SITE, EXTRA)}
     http = _sections(files["http.conf"].read_text())
     manager = _sections(files["manager.conf"].read_text())

@@ -168,11 +168,6 @@ def test_junk_caller_id_is_invalid_number_too(raw: str, reason: str) -> None:
         pytest.param("040\u2028404045", id="line-separator"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in numbers.py: _SEPARATORS is \\s, which also lets control characters "
-    "(CR, LF, VT, FF, \\x1c-\\x1f, NEL, U+2028) through between digits",
-)
 def test_control_characters_between_digits_are_junk(raw: str) -> None:
     with pytest.raises(InvalidNumber, match="only digits"):
         to_e164(raw)

@@ -1,0 +1,352 @@
+"""The inbound call: answer, the line's notice, the consent question (service lines), the
+decision, the recording, the queue. Rules 1-3 of POLICY.md.
+
+``step(call, event)`` returns the next call and the commands to carry out. The table
+``TRANSITIONS`` lists every phase and the events it accepts; any other pair raises
+:class:`IllegalTransition`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ivr.flow.commands import (
+    Answer,
+    CloseCall,
+    Command,
+    ContinueToQueue,
+    Decision,
+    Play,
+    PlayedSegment,
+    Receipt,
+    StartRecording,
+    StartTimer,
+    StoreDecision,
+)
+from ivr.flow.events import (
+    AgentAnswered,
+    Answered,
+    Continued,
+    DecisionNotStored,
+    DecisionStored,
+    Digit,
+    FlowEvent,
+    HungUp,
+    PlaybackFailed,
+    PlaybackFinished,
+    PlaybackStarted,
+    RecordingFailed,
+    RecordingStarted,
+    TimerFired,
+)
+from ivr.policy.lines import LineKind
+
+CONSENT_DIGITS = {"1": Decision.CONSENT, "2": Decision.REFUSAL}
+
+
+class Phase(StrEnum):
+    ANSWERING = "answering"
+    NOTICE = "notice"  # the notice's segments are playing, in order
+    AWAITING_DIGIT = "awaiting_digit"  # notice over, the question waits for 1 or 2
+    REPEATING_QUESTION = "repeating_question"
+    STORING_DECISION = "storing_decision"
+    STARTING_RECORDING = "starting_recording"
+    CONTINUING = "continuing"
+    IN_QUEUE = "in_queue"
+    ENDED = "ended"
+
+
+class IllegalTransition(RuntimeError):
+    def __init__(self, phase: Phase, event: FlowEvent) -> None:
+        super().__init__(f"{type(event).__name__} is not allowed in phase {phase}")
+        self.phase = phase
+        self.event = event
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    segment_id: str
+    question: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """The consent settings the flow needs (rule 2)."""
+
+    answer_timeout: float = 5.0
+    question_repeats: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCall:
+    call_id: str
+    kind: LineKind
+    queue: str
+    segments: tuple[Segment, ...]
+    consent: Consent = Consent()
+    phase: Phase = Phase.ANSWERING
+    playing: int = -1  # index into segments, -1 before the notice
+    playback_id: str | None = None
+    playbacks: int = 0
+    played: tuple[PlayedSegment, ...] = ()
+    notice_started_at: datetime | None = None
+    notice_ended_at: datetime | None = None
+    question_started_at: datetime | None = None
+    question_repeats_done: int = 0
+    digit: str | None = None
+    digit_at: datetime | None = None
+    decision: Decision | None = None
+    decision_stored: bool = False
+    recording: bool = False
+    agent_answered: bool = False
+
+    @property
+    def notice_completed(self) -> bool:
+        return self.notice_ended_at is not None
+
+    @property
+    def question_index(self) -> int | None:
+        for i, s in enumerate(self.segments):
+            if s.question:
+                return i
+        return None
+
+
+def new_inbound_call(call_id: str, kind: LineKind, queue: str, segments: tuple[Segment, ...],
+                     consent: Consent = Consent()) -> tuple[InboundCall, list[Command]]:
+    """A call that has just entered the application: answer it first."""
+    if not segments:
+        raise ValueError("a notice needs at least one segment")
+    if kind is LineKind.SERVICE and sum(s.question for s in segments) != 1:
+        raise ValueError("a service line's notice needs exactly one question segment")
+    return InboundCall(call_id, kind, queue, segments, consent), [Answer()]
+
+
+# helpers ----------------------------------------------------------------------------------
+Result = tuple[InboundCall, list[Command]]
+
+
+def _play(call: InboundCall, index: int) -> Result:
+    n = call.playbacks + 1
+    playback_id = f"{call.call_id}-{n}"
+    segment = call.segments[index]
+    return (replace(call, playing=index, playback_id=playback_id, playbacks=n),
+            [Play(segment.segment_id, playback_id)])
+
+
+def _receipt(call: InboundCall, decision: Decision, at: datetime) -> Receipt:
+    return Receipt(
+        decision=decision, digit=call.digit, digit_at=call.digit_at,
+        notice_started_at=call.notice_started_at, notice_ended_at=call.notice_ended_at,
+        question_started_at=call.question_started_at, decided_at=at, played=call.played,
+        record=decision.records and call.notice_completed,
+    )
+
+
+def _decide(call: InboundCall, at: datetime) -> Result:
+    """The notice is over (or the question timed out): store the decision."""
+    if call.kind is LineKind.SALES:
+        decision = Decision.LEGAL_BASIS
+    else:
+        decision = CONSENT_DIGITS.get(call.digit or "", Decision.NO_CONSENT)
+    receipt = _receipt(call, decision, at)
+    return (replace(call, phase=Phase.STORING_DECISION, decision=decision),
+            [StoreDecision(receipt)])
+
+
+def _continue(call: InboundCall) -> Result:
+    return (replace(call, phase=Phase.CONTINUING),
+            [ContinueToQueue(call.queue, call.decision, call.recording)])
+
+
+def _close(call: InboundCall, at: datetime, reason: str) -> Result:
+    """The call is over. A service call whose caller left undecided is ``no_consent``
+    (rule 2: a hang-up is no consent); what was decided is stored before closing."""
+    commands: list[Command] = []
+    undecided = not call.decision_stored and call.phase is not Phase.STORING_DECISION
+    if undecided and call.kind is LineKind.SERVICE:
+        decision = CONSENT_DIGITS.get(call.digit or "", Decision.NO_CONSENT)
+        commands.append(StoreDecision(replace(_receipt(call, decision, at), record=False)))
+        call = replace(call, decision=decision)
+    commands.append(CloseCall(ended_at=at, end_reason=reason,
+                              notice_completed=call.notice_completed,
+                              agent_answered=call.agent_answered))
+    return replace(call, phase=Phase.ENDED, playback_id=None), commands
+
+
+def _mark_segment_started(call: InboundCall, at: datetime) -> InboundCall:
+    segment = call.segments[call.playing]
+    played = (*call.played, PlayedSegment(segment.segment_id, at, None))
+    call = replace(call, played=played)
+    if call.notice_started_at is None:
+        call = replace(call, notice_started_at=at)
+    if segment.question and call.question_started_at is None:
+        call = replace(call, question_started_at=at)
+    return call
+
+
+def _mark_segment_ended(call: InboundCall, at: datetime) -> InboundCall:
+    if call.played and call.played[-1].ended_at is None:
+        last = call.played[-1]
+        call = replace(call, played=(*call.played[:-1], replace(last, ended_at=at)))
+    return call
+
+
+def _mine(call: InboundCall, playback_id: str) -> bool:
+    return playback_id == call.playback_id
+
+
+# transitions -------------------------------------------------------------------------------
+def answered(call: InboundCall, event: Answered) -> Result:
+    call, commands = _play(call, 0)
+    return replace(call, phase=Phase.NOTICE), commands
+
+
+def ignore(call: InboundCall, event: FlowEvent) -> Result:
+    return call, []
+
+
+def playback_started(call: InboundCall, event: PlaybackStarted) -> Result:
+    if not _mine(call, event.playback_id):
+        return call, []
+    return _mark_segment_started(call, event.at), []
+
+
+def notice_playback_finished(call: InboundCall, event: PlaybackFinished) -> Result:
+    if not _mine(call, event.playback_id):
+        return call, []
+    call = _mark_segment_ended(call, event.at)
+    if call.playing + 1 < len(call.segments):
+        return _play(call, call.playing + 1)
+    call = replace(call, notice_ended_at=event.at, playback_id=None)
+    if call.kind is LineKind.SALES or call.digit in CONSENT_DIGITS:
+        return _decide(call, event.at)
+    return replace(call, phase=Phase.AWAITING_DIGIT), [StartTimer(call.consent.answer_timeout)]
+
+
+def playback_failed(call: InboundCall, event: PlaybackFailed) -> Result:
+    """The caller cannot be told: rule 1 forbids recording. Hand the call on unrecorded."""
+    if not _mine(call, event.playback_id):
+        return call, []
+    decision = None if call.kind is LineKind.SALES else Decision.NO_CONSENT
+    if decision is None:
+        return _continue(replace(call, playback_id=None))
+    receipt = replace(_receipt(call, decision, event.at), record=False)
+    return (replace(call, phase=Phase.STORING_DECISION, decision=decision, playback_id=None),
+            [StoreDecision(receipt)])
+
+
+def notice_digit(call: InboundCall, event: Digit) -> Result:
+    """A digit during the notice counts once the question segment has started (rule 2);
+    the last 1 or 2 before the notice ends is the answer. The notice still plays to its end."""
+    if call.question_started_at is None or event.digit not in CONSENT_DIGITS:
+        return call, []
+    return replace(call, digit=event.digit, digit_at=event.at), []
+
+
+def awaiting_digit(call: InboundCall, event: Digit) -> Result:
+    if event.digit not in CONSENT_DIGITS:
+        return call, []
+    call = replace(call, digit=event.digit, digit_at=event.at)
+    return _decide(call, event.at)
+
+
+def question_timed_out(call: InboundCall, event: TimerFired) -> Result:
+    if call.question_repeats_done < call.consent.question_repeats:
+        index = call.question_index
+        assert index is not None
+        call = replace(call, question_repeats_done=call.question_repeats_done + 1)
+        call, commands = _play(call, index)
+        return replace(call, phase=Phase.REPEATING_QUESTION), commands
+    return _decide(call, event.at)
+
+
+def repeat_finished(call: InboundCall, event: PlaybackFinished) -> Result:
+    if not _mine(call, event.playback_id):
+        return call, []
+    call = replace(_mark_segment_ended(call, event.at), playback_id=None)
+    if call.digit in CONSENT_DIGITS:
+        return _decide(call, event.at)
+    return replace(call, phase=Phase.AWAITING_DIGIT), [StartTimer(call.consent.answer_timeout)]
+
+
+def decision_stored(call: InboundCall, event: DecisionStored) -> Result:
+    call = replace(call, decision_stored=True)
+    if call.decision is not None and call.decision.records and call.notice_completed:
+        return replace(call, phase=Phase.STARTING_RECORDING), [StartRecording()]
+    return _continue(call)
+
+
+def decision_not_stored(call: InboundCall, event: DecisionNotStored) -> Result:
+    """No stored decision, no recording: the caller still reaches the queue."""
+    return _continue(call)
+
+
+def recording_started(call: InboundCall, event: RecordingStarted) -> Result:
+    return _continue(replace(call, recording=True))
+
+
+def recording_failed(call: InboundCall, event: RecordingFailed) -> Result:
+    return _continue(call)
+
+
+def continued(call: InboundCall, event: Continued) -> Result:
+    return replace(call, phase=Phase.IN_QUEUE), []
+
+
+def agent_answered(call: InboundCall, event: AgentAnswered) -> Result:
+    return replace(call, agent_answered=True), []
+
+
+def hung_up(call: InboundCall, event: HungUp) -> Result:
+    return _close(call, event.at, event.cause)
+
+
+Transition = Callable[[InboundCall, Any], Result]
+P = Phase
+TRANSITIONS: dict[tuple[Phase, type], Transition] = {
+    (P.ANSWERING, Answered): answered,
+    (P.ANSWERING, Digit): ignore,
+    (P.ANSWERING, HungUp): hung_up,
+    (P.NOTICE, PlaybackStarted): playback_started,
+    (P.NOTICE, PlaybackFinished): notice_playback_finished,
+    (P.NOTICE, PlaybackFailed): playback_failed,
+    (P.NOTICE, Digit): notice_digit,
+    (P.NOTICE, HungUp): hung_up,
+    (P.AWAITING_DIGIT, Digit): awaiting_digit,
+    (P.AWAITING_DIGIT, TimerFired): question_timed_out,
+    (P.AWAITING_DIGIT, PlaybackFinished): ignore,
+    (P.AWAITING_DIGIT, HungUp): hung_up,
+    (P.REPEATING_QUESTION, PlaybackStarted): playback_started,
+    (P.REPEATING_QUESTION, PlaybackFinished): repeat_finished,
+    (P.REPEATING_QUESTION, PlaybackFailed): playback_failed,
+    (P.REPEATING_QUESTION, Digit): notice_digit,
+    (P.REPEATING_QUESTION, HungUp): hung_up,
+    (P.STORING_DECISION, DecisionStored): decision_stored,
+    (P.STORING_DECISION, DecisionNotStored): decision_not_stored,
+    (P.STORING_DECISION, Digit): ignore,
+    (P.STORING_DECISION, PlaybackFinished): ignore,
+    (P.STORING_DECISION, HungUp): hung_up,
+    (P.STARTING_RECORDING, RecordingStarted): recording_started,
+    (P.STARTING_RECORDING, RecordingFailed): recording_failed,
+    (P.STARTING_RECORDING, Digit): ignore,
+    (P.STARTING_RECORDING, HungUp): hung_up,
+    (P.CONTINUING, Continued): continued,
+    (P.CONTINUING, Digit): ignore,
+    (P.CONTINUING, HungUp): hung_up,
+    (P.IN_QUEUE, AgentAnswered): agent_answered,
+    (P.IN_QUEUE, Digit): ignore,
+    (P.IN_QUEUE, HungUp): hung_up,
+}
+
+
+def step(call: InboundCall, event: FlowEvent) -> Result:
+    """Apply one event. Raises :class:`IllegalTransition` for a pair not in the table."""
+    transition = TRANSITIONS.get((call.phase, type(event)))
+    if transition is None:
+        raise IllegalTransition(call.phase, event)
+    return transition(call, event)
