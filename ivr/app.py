@@ -7,42 +7,67 @@ import asyncio
 import logging
 from contextlib import aclosing
 
-from ivr.asterisk.ari import AriClient, Connected
-from ivr.asterisk.ari_events import Event
-from ivr.calls.entry import entry_handler
-from ivr.calls.router import CallRouter
+from ivr.asterisk.ami import AmiClient
+from ivr.asterisk.ari import AriClient, AriError, Connected
+from ivr.asterisk.ari_events import StasisStart
+from ivr.calls.inbound import CallDeps, InboundCallRunner
+from ivr.calls.recovery import resolve_orphans
+from ivr.calls.router import CallItems, CallRouter
+from ivr.notices.audio import verify
 from ivr.settings import Settings
+from ivr.store.database import Database
+from ivr.store.receipts import CallRecords
 
 log = logging.getLogger(__name__)
-
-
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or forever)."""
-    ari = AriClient(settings.ari)
-    stop = stop or asyncio.Event()
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            router = CallRouter(tasks, entry_handler(ari, settings))
-            tasks.create_task(_events(ari, router, stop), name="ari-events")
-            await stop.wait()
-            raise _Stopped
-    except* _Stopped:
-        log.info("service stopped")
-    finally:
-        await ari.aclose()
 
 
 class _Stopped(Exception):
     """Raised inside the TaskGroup to cancel every task on the way out."""
 
 
-async def _events(ari: AriClient, router: CallRouter, stop: asyncio.Event) -> None:
-    async with aclosing(ari.events()) as events:
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or forever)."""
+    manifest = verify(settings.prompts.local_dir)
+    db = Database(settings.database)
+    ari = AriClient(settings.ari)
+    ami = AmiClient(settings.ami)
+    stop = stop or asyncio.Event()
+    deps = CallDeps(settings, ari, ami, CallRecords(db), manifest)
+
+    async def handle(start: StasisStart, items: CallItems) -> None:
+        await InboundCallRunner(deps, start, items).run()
+
+    try:
+        await db.check_reachable()
+    except Exception as exc:
+        log.error("database not reachable at start: %s; calls go on unrecorded until it is",
+                  exc)
+    await ami.connect()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            router = CallRouter(tasks, handle)
+            ami.on_agent_connected(router.dispatch)
+            tasks.create_task(_events(deps, router, stop), name="ari-events")
+            await stop.wait()
+            raise _Stopped
+    except* _Stopped:
+        log.info("service stopped")
+    finally:
+        ami.close()
+        await ari.aclose()
+        await db.dispose()
+
+
+async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event) -> None:
+    async with aclosing(deps.ari.events()) as events:
         async for event in events:
             if isinstance(event, Connected):
                 log.info("ARI connected", extra={"reconnects": event.reconnects})
+                try:
+                    await resolve_orphans(deps, router)
+                except AriError as exc:
+                    log.error("could not list channels after connecting: %s", exc)
                 continue
-            assert isinstance(event, Event)
             router.dispatch(event)
             if stop.is_set():
                 return

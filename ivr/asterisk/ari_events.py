@@ -30,6 +30,12 @@ class Channel:
     exten: str
     linkedid: str
     variables: tuple[tuple[str, str], ...] = ()
+    app_name: str = ""
+    app_data: str = ""
+
+    def in_application(self, app: str) -> bool:
+        """Whether the channel sits in ``Stasis(app...)`` right now."""
+        return self.app_name.lower() == "stasis" and self.app_data.split(",")[0] == app
 
     def variable(self, name: str) -> str | None:
         return dict(self.variables).get(name)
@@ -144,6 +150,8 @@ def parse_channel(raw: dict[str, Any]) -> Channel:
         exten=_str(dialplan, "exten", ""),
         linkedid=_str(raw, "linkedid", channel_id) or channel_id,
         variables=tuple(sorted((str(k), str(v)) for k, v in variables.items())),
+        app_name=_str(dialplan, "app_name", ""),
+        app_data=_str(dialplan, "app_data", ""),
     )
 
 

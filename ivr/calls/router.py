@@ -1,4 +1,4 @@
-"""Routes ARI events to one task per call.
+"""Routes ARI events (and AMI queue events) to one task per call.
 
 Each call gets a queue and a task (owned by the service's TaskGroup); its events arrive in
 order, and a slow or failing call never stalls another. A handler that raises is logged with
@@ -11,39 +11,44 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from ivr.asterisk.ami import AgentConnected
 from ivr.asterisk.ari_events import ChannelDestroyed, Event, StasisStart, channel_of
 
 log = logging.getLogger(__name__)
 
-CallEvents = asyncio.Queue[Event]
-Handler = Callable[[StasisStart, CallEvents], Awaitable[None]]
+CallItem = Event | AgentConnected
+CallItems = asyncio.Queue[CallItem]
+Handler = Callable[[StasisStart, CallItems], Awaitable[None]]
 
 
 class CallRouter:
     def __init__(self, tasks: asyncio.TaskGroup, handler: Handler) -> None:
         self._tasks = tasks
         self._handler = handler
-        self._calls: dict[str, CallEvents] = {}
+        self._calls: dict[str, CallItems] = {}
 
     @property
     def active(self) -> int:
         return len(self._calls)
 
-    def dispatch(self, event: Event) -> None:
-        channel_id = channel_of(event)
+    def has(self, channel_id: str) -> bool:
+        return channel_id in self._calls
+
+    def dispatch(self, item: CallItem) -> None:
+        channel_id = item.channel_id if isinstance(item, AgentConnected) else channel_of(item)
         if channel_id is None:
             return
         queue = self._calls.get(channel_id)
         if queue is not None:
-            queue.put_nowait(event)
-        elif isinstance(event, StasisStart):
+            queue.put_nowait(item)
+        elif isinstance(item, StasisStart):
             queue = asyncio.Queue()
             self._calls[channel_id] = queue
-            self._tasks.create_task(self._run(event, queue), name=f"call-{channel_id}")
-        elif not isinstance(event, ChannelDestroyed):
+            self._tasks.create_task(self._run(item, queue), name=f"call-{channel_id}")
+        elif not isinstance(item, ChannelDestroyed):
             log.debug("event for a channel not in the application", extra={"call": channel_id})
 
-    async def _run(self, start: StasisStart, queue: CallEvents) -> None:
+    async def _run(self, start: StasisStart, queue: CallItems) -> None:
         channel_id = start.channel.id
         try:
             await self._handler(start, queue)

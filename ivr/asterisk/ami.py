@@ -1,0 +1,110 @@
+"""AMI through panoramisk: MixMonitor on an ARI channel, and the queue events that say an
+agent answered or a caller gave up.
+
+panoramisk replays unanswered actions after a reconnect; recording actions are never
+replayed here (``forgetable_actions``): a recording starts when the call flow asks for it,
+or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from panoramisk import Manager
+
+from ivr.settings import AmiSettings
+
+log = logging.getLogger(__name__)
+
+FORGETABLE = ("ping", "login", "mixmonitor", "stopmixmonitor")
+
+
+class AmiError(RuntimeError):
+    """AMI refused an action, or is not connected."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConnected:
+    """AMI ``AgentConnect``: an agent answered the caller on ``channel_id``."""
+
+    channel_id: str
+    agent: str
+
+
+QueueListener = Callable[[AgentConnected], None]
+
+
+class AmiClient:
+    def __init__(self, settings: AmiSettings, action_timeout: float = 5.0) -> None:
+        self.settings = settings
+        self.action_timeout = action_timeout
+        self.logged_in = asyncio.Event()
+        self.reconnects = -1
+        self._listeners: list[QueueListener] = []
+        self._manager = Manager(
+            host=settings.host, port=settings.port, username=settings.username,
+            secret=settings.secret.get_secret_value(), ping_delay=10, ping_interval=10,
+            reconnect_timeout=1, forgetable_actions=FORGETABLE,
+            loop=asyncio.get_running_loop(), on_login=self._on_login,
+            on_disconnect=self._on_disconnect, log=logging.getLogger("ivr.asterisk.ami.wire"),
+        )
+        self._manager.register_event("AgentConnect", self._agent_connect)
+
+    def on_agent_connected(self, listener: QueueListener) -> None:
+        self._listeners.append(listener)
+
+    async def connect(self, wait: float = 10.0) -> None:
+        self._manager.connect()
+        try:
+            await asyncio.wait_for(self.logged_in.wait(), wait)
+        except TimeoutError:
+            log.error("AMI login did not succeed within %.0f s; retrying in the background",
+                      wait)
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def _on_login(self, manager: Any) -> None:
+        self.reconnects += 1
+        self.logged_in.set()
+        log.info("AMI connected", extra={"reconnects": self.reconnects})
+
+    def _on_disconnect(self, manager: Any, exc: Exception | None) -> None:
+        self.logged_in.clear()
+        log.warning("AMI connection lost; reconnecting")
+
+    def _agent_connect(self, manager: Any, event: Any) -> None:
+        channel_id = str(event.get("Uniqueid", ""))
+        agent = str(event.get("MemberName") or event.get("Interface") or "")
+        if not channel_id:
+            return
+        for listener in self._listeners:
+            listener(AgentConnected(channel_id, agent))
+
+    async def action(self, fields: dict[str, str]) -> Any:
+        if not self.logged_in.is_set() or self._manager.protocol is None:
+            raise AmiError("AMI is not connected")
+        future = self._manager.send_action(fields)
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
+        except TimeoutError:
+            raise AmiError(f"AMI {fields['Action']}: no reply in {self.action_timeout} s") \
+                from None
+        if isinstance(reply, list):
+            reply = reply[0] if reply else None
+        if reply is None or str(reply.get("Response", "")).lower() != "success":
+            message = reply.get("Message", "no reply") if reply is not None else "no reply"
+            raise AmiError(f"AMI {fields['Action']}: {message}")
+        return reply
+
+    async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:
+        """Start recording ``channel_id`` (an ARI channel id) into ``path``; return the
+        MixMonitor id. The path is built by the service, never from caller data."""
+        reply = await self.action({"Action": "MixMonitor", "Channel": channel_id,
+                                   "File": str(path), "Options": ""})
+        return str(reply.get("MixMonitorID", ""))

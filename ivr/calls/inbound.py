@@ -1,0 +1,309 @@
+"""The shell around the inbound call flow: turns a call's ARI/AMI events into flow events,
+carries out the flow's commands against ARI, AMI and PostgreSQL, and reports each outcome
+back to the flow. All decisions are the flow's (``ivr/flow/inbound.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError
+from ivr.asterisk.ari import AriClient, AriError, ChannelGone
+from ivr.asterisk.ari_events import (
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    ChannelHangupRequest,
+    Event,
+    StasisStart,
+)
+from ivr.asterisk.ari_events import PlaybackFinished as AriPlaybackFinished
+from ivr.asterisk.ari_events import PlaybackStarted as AriPlaybackStarted
+from ivr.calls.caller import describe_caller
+from ivr.flow import commands as cmd
+from ivr.flow import events as ev
+from ivr.flow.inbound import Consent, InboundCall, Phase, Segment, new_inbound_call, step
+from ivr.notices.catalogue import BuiltSegment, Manifest
+from ivr.policy.lines import LineRef
+from ivr.policy.retention import expires_at
+from ivr.settings import Settings
+from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
+
+log = logging.getLogger(__name__)
+
+# A playback that ends more than this before its audio's length was cut short (hang-up).
+CUT_SHORT_MS = 400
+
+CallItem = Event | AgentConnected
+
+
+@dataclass
+class CallDeps:
+    """What a call needs from the service; built once by the composition root."""
+
+    settings: Settings
+    ari: AriClient
+    ami: AmiClient
+    records: CallRecords
+    manifest: Manifest
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InboundCallRunner:
+    def __init__(self, deps: CallDeps, start: StasisStart,
+                 items: asyncio.Queue[CallItem]) -> None:
+        self.deps = deps
+        self.start = start
+        self.items = items
+        self.channel_id = start.channel.id
+        self.call_uuid = uuid.uuid4()
+        self.deadline: float | None = None
+        self.playbacks: dict[str, BuiltSegment] = {}
+        self.playback_started: dict[str, datetime] = {}
+        self.answered_at: datetime | None = None
+        self.agent: str | None = None
+        self.recording_file: str | None = None
+        self.line: LineRef | None = None
+        self.hung_up = False
+
+    @property
+    def log_extra(self) -> dict[str, str]:
+        return {"call": self.channel_id, "call_id": str(self.call_uuid)}
+
+    # the call's life ---------------------------------------------------------------------
+    async def run(self) -> None:
+        settings = self.deps.settings
+        caller = describe_caller(self.start.channel.caller_number, settings.region)
+        dialled = describe_caller(self.start.channel.exten, settings.region).e164
+        self.line = settings.line_for(dialled) if dialled else None
+        opened = OpenedCall(
+            id=self.call_uuid, channel_id=self.channel_id, linkedid=self.start.channel.linkedid,
+            dialled=dialled, caller=caller.e164, caller_withheld=caller.withheld,
+            caller_raw=caller.raw, line_name=self.line.name if self.line else None,
+            line_kind=self.line.kind.value if self.line else None,
+            started_at=self.start.timestamp or now())
+        log.info("call entered the application", extra={
+            **self.log_extra, "dialled": dialled, "caller": caller.e164 or "withheld",
+            "line": self.line.name if self.line else None})
+        try:
+            if not await self.deps.records.open(opened):
+                log.warning("call already recorded; ignoring a replayed StasisStart",
+                            extra=self.log_extra)
+                return
+        except Exception:
+            log.exception("could not store the call; it goes on unrecorded",
+                          extra=self.log_extra)
+        if self.line is None:
+            await self.unconfigured()
+            return
+        segments = tuple(Segment(s.id, s.question)
+                         for s in self.deps.manifest.notice_segments(self.line.notice))
+        consent = Consent(settings.consent.answer_timeout, settings.consent.question_repeats)
+        call, commands = new_inbound_call(str(self.call_uuid), self.line.kind, self.line.queue,
+                                          segments, consent)
+        await self.drive(call, commands)
+
+    async def drive(self, call: InboundCall, commands: list[cmd.Command]) -> None:
+        pending: deque[ev.FlowEvent] = deque()
+        while True:
+            for command in commands:
+                outcome = await self.perform(call, command)
+                if outcome is not None:
+                    pending.append(outcome)
+            if call.phase is Phase.ENDED:
+                return
+            event = pending.popleft() if pending else await self.receive(call)
+            if event is None:
+                continue
+            before = call.phase
+            call, commands = step(call, event)
+            if call.phase is not before:
+                self.deadline = None
+            log.debug("flow step", extra={**self.log_extra, "event": type(event).__name__,
+                                          "phase": call.phase.value})
+
+    async def unconfigured(self) -> None:
+        """A number no line has: never recorded, handed to the configured context."""
+        settings = self.deps.settings
+        log.warning("number is on no configured line", extra=self.log_extra)
+        try:
+            await self.deps.ari.continue_in_dialplan(
+                self.channel_id, settings.dialplan.unconfigured_context, self.start.channel.exten)
+            reason = "unconfigured number"
+        except AriError as exc:
+            reason = f"unconfigured number; continue failed: {exc}"
+        await self.close(cmd.CloseCall(now(), reason, False, False), "unconfigured")
+
+    # events in ---------------------------------------------------------------------------
+    async def receive(self, call: InboundCall) -> ev.FlowEvent | None:
+        timeout = None
+        if self.deadline is not None:
+            timeout = max(0.0, self.deadline - asyncio.get_running_loop().time())
+        try:
+            item = await asyncio.wait_for(self.items.get(), timeout)
+        except TimeoutError:
+            self.deadline = None
+            return ev.TimerFired(now())
+        return self.translate(item)
+
+    def translate(self, item: CallItem) -> ev.FlowEvent | None:
+        if isinstance(item, AgentConnected):
+            self.agent = item.agent
+            return ev.AgentAnswered(item.agent, now())
+        at = item.timestamp or now()
+        if isinstance(item, ChannelDtmfReceived):
+            return ev.Digit(item.digit, at)
+        if isinstance(item, AriPlaybackStarted):
+            self.playback_started[item.playback_id] = at
+            return ev.PlaybackStarted(item.playback_id, at)
+        if isinstance(item, AriPlaybackFinished):
+            return self.playback_finished(item, at)
+        if isinstance(item, (ChannelHangupRequest, ChannelDestroyed)):
+            if self.hung_up:
+                return None
+            self.hung_up = True
+            return ev.HungUp(at)
+        return None
+
+    def playback_finished(self, item: AriPlaybackFinished, at: datetime) -> ev.FlowEvent:
+        """A playback that stopped well before its audio's end was cut short (the caller
+        hung up, or Asterisk failed it): the caller did not hear it all (rule 1)."""
+        segment = self.playbacks.get(item.playback_id)
+        started = self.playback_started.get(item.playback_id)
+        if item.state == "failed":
+            return ev.PlaybackFailed(item.playback_id, at)
+        if segment is not None and started is not None:
+            heard_ms = (at - started).total_seconds() * 1000
+            if heard_ms < segment.duration_ms - CUT_SHORT_MS:
+                log.info("playback cut short", extra={**self.log_extra,
+                         "segment": segment.id, "heard_ms": int(heard_ms)})
+                return ev.PlaybackFailed(item.playback_id, at)
+        return ev.PlaybackFinished(item.playback_id, at)
+
+    # commands out ------------------------------------------------------------------------
+    async def perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
+        try:
+            return await self._perform(call, command)
+        except ChannelGone:
+            if self.hung_up:
+                return None
+            self.hung_up = True
+            return ev.HungUp(now(), "channel gone")
+
+    async def _perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
+        ari, settings = self.deps.ari, self.deps.settings
+        match command:
+            case cmd.Answer():
+                await ari.answer(self.channel_id)
+                self.answered_at = now()
+                return ev.Answered(self.answered_at)
+            case cmd.Play(segment_id=segment_id, playback_id=playback_id):
+                self.playbacks[playback_id] = self.deps.manifest.segment(segment_id)
+                media = f"sound:{settings.prompts.sound_prefix}/{segment_id}"
+                try:
+                    await ari.play(self.channel_id, media, playback_id)
+                except ChannelGone:
+                    raise
+                except AriError as exc:
+                    log.error("cannot play %s: %s", segment_id, exc, extra=self.log_extra)
+                    return ev.PlaybackFailed(playback_id, now())
+                return None
+            case cmd.StartTimer(seconds=seconds):
+                self.deadline = asyncio.get_running_loop().time() + seconds
+                return None
+            case cmd.StoreDecision(receipt=receipt):
+                return await self.store_decision(call, receipt)
+            case cmd.StartRecording():
+                return await self.start_recording()
+            case cmd.ContinueToQueue(queue=queue, decision=decision, recorded=recorded):
+                await ari.set_variable(self.channel_id, "IVR_DECISION",
+                                       decision.value if decision else "none")
+                await ari.set_variable(self.channel_id, "IVR_RECORDED",
+                                       "yes" if recorded else "no")
+                await ari.subscribe_channel(self.channel_id)
+                await ari.continue_in_dialplan(self.channel_id,
+                                               settings.dialplan.queue_context, queue)
+                return ev.Continued(now())
+            case cmd.CloseCall():
+                await self.close(command, "ended")
+                return None
+        raise AssertionError(f"unknown command {command!r}")
+
+    async def store_decision(self, call: InboundCall, receipt: cmd.Receipt) -> ev.FlowEvent:
+        assert self.line is not None
+        planned = None
+        if receipt.record:
+            settings = self.deps.settings
+            started = now()
+            months = (settings.retention.legal_basis_months
+                      if receipt.decision is cmd.Decision.LEGAL_BASIS
+                      else settings.retention.consent_months)
+            local = started.astimezone(ZoneInfo(settings.timezone))
+            self.recording_file = f"{self.call_uuid}.{settings.recordings.format}"
+            planned = PlannedRecording(self.recording_file, receipt.decision.value, started,
+                                       expires_at(local, months))
+        try:
+            await self.deps.records.store_decision(
+                self.call_uuid, self.line.kind.value, receipt, self.prompts_played(receipt),
+                planned)
+        except Exception as exc:
+            log.exception("decision not stored: nothing will be recorded", extra=self.log_extra)
+            self.recording_file = None
+            return ev.DecisionNotStored(str(exc)[:200], now())
+        log.info("decision stored", extra={**self.log_extra, "decision": receipt.decision.value,
+                                           "digit": receipt.digit, "record": receipt.record})
+        return ev.DecisionStored(now())
+
+    def prompts_played(self, receipt: cmd.Receipt) -> list[dict[str, Any]]:
+        played = []
+        for segment in receipt.played:
+            built = self.deps.manifest.segment(segment.segment_id)
+            played.append({
+                "id": built.id, "version": built.version, "sha256": built.sha256,
+                "started_at": segment.started_at.isoformat() if segment.started_at else None,
+                "ended_at": segment.ended_at.isoformat() if segment.ended_at else None,
+            })
+        return played
+
+    async def start_recording(self) -> ev.FlowEvent:
+        assert self.recording_file is not None
+        path = PurePosixPath(self.deps.settings.recordings.asterisk_dir) / self.recording_file
+        try:
+            mixmonitor_id = await self.deps.ami.mix_monitor(self.channel_id, path)
+        except AmiError as exc:
+            log.error("recording did not start: %s", exc, extra=self.log_extra)
+            return ev.RecordingFailed(str(exc), now())
+        started = now()
+        log.info("recording started", extra={**self.log_extra, "file": self.recording_file})
+        try:
+            await self.deps.records.recording_started(self.recording_file, mixmonitor_id,
+                                                      started)
+        except Exception:
+            log.exception("could not store the MixMonitor id", extra=self.log_extra)
+        return ev.RecordingStarted(mixmonitor_id, started)
+
+    async def close(self, command: cmd.CloseCall, state: str) -> None:
+        closed = ClosedCall(
+            answered_at=self.answered_at, ended_at=command.ended_at,
+            end_reason=command.end_reason,
+            notice_completed=command.notice_completed if self.line else None,
+            agent_answered=command.agent_answered, agent=self.agent, state=state)
+        try:
+            await self.deps.records.close(self.call_uuid, closed, self.recording_file)
+        except Exception:
+            log.exception("could not close the call record", extra=self.log_extra)
+        log.info("call closed", extra={**self.log_extra, "reason": command.end_reason,
+                                       "notice_completed": command.notice_completed,
+                                       "agent_answered": command.agent_answered})
+
+

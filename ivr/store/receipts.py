@@ -1,0 +1,116 @@
+"""Calls and their consent receipts in PostgreSQL: a call is opened when it enters the
+application, its decision (with the recording it allows) is committed in one transaction
+before any recording starts, and the call is closed with what happened.
+
+A fixed number of round trips per call: open, decision, recording started, close.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+
+from ivr.flow.commands import Receipt
+from ivr.store.database import Database
+from ivr.store.models import Call, Decision, Recording
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedCall:
+    """What is known when a call enters the application."""
+
+    id: uuid.UUID
+    channel_id: str
+    linkedid: str
+    dialled: str | None
+    caller: str | None
+    caller_withheld: bool
+    caller_raw: str
+    line_name: str | None
+    line_kind: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRecording:
+    """The recording a decision allows, written with the decision so that no file can exist
+    without the row that says why."""
+
+    file_name: str
+    basis: str
+    started_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCall:
+    answered_at: datetime | None
+    ended_at: datetime
+    end_reason: str
+    notice_completed: bool | None
+    agent_answered: bool
+    agent: str | None
+    state: str
+
+
+class CallRecords:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
+        """Insert the call; ``False`` if its channel was already recorded (a replayed event)."""
+        statement = insert(Call).values(
+            id=call.id, channel_id=call.channel_id, linkedid=call.linkedid,
+            direction=direction, dialled=call.dialled, caller=call.caller,
+            caller_withheld=call.caller_withheld, caller_raw=call.caller_raw,
+            line_name=call.line_name, line_kind=call.line_kind, started_at=call.started_at,
+            state="answering",
+        ).on_conflict_do_nothing(index_elements=["channel_id"])
+        async with self.db.session() as session, session.begin():
+            result = await session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
+                             prompts_played: list[dict[str, Any]],
+                             recording: PlannedRecording | None) -> None:
+        """Commit the receipt (and the recording it allows) in one transaction."""
+        async with self.db.session() as session, session.begin():
+            session.add(Decision(
+                call_id=call_id, decision=receipt.decision.value, line_kind=line_kind,
+                digit=receipt.digit, digit_at=receipt.digit_at, prompts_played=prompts_played,
+                notice_started_at=receipt.notice_started_at,
+                notice_ended_at=receipt.notice_ended_at,
+                question_started_at=receipt.question_started_at,
+                decided_at=receipt.decided_at,
+            ))
+            if recording is not None:
+                session.add(Recording(
+                    call_id=call_id, basis=recording.basis, file_name=recording.file_name,
+                    started_at=recording.started_at, expires_at=recording.expires_at,
+                ))
+            await session.execute(update(Call).where(Call.id == call_id).values(
+                state="decided", notice_completed=receipt.notice_ended_at is not None))
+
+    async def recording_started(self, file_name: str, mixmonitor_id: str,
+                                at: datetime) -> None:
+        async with self.db.session() as session, session.begin():
+            await session.execute(update(Recording).where(Recording.file_name == file_name)
+                                  .values(mixmonitor_id=mixmonitor_id, started_at=at))
+
+    async def close(self, call_id: uuid.UUID, closed: ClosedCall,
+                    recording_file: str | None) -> None:
+        async with self.db.session() as session, session.begin():
+            await session.execute(update(Call).where(Call.id == call_id).values(
+                answered_at=closed.answered_at, ended_at=closed.ended_at,
+                end_reason=closed.end_reason, notice_completed=closed.notice_completed,
+                agent_answered=closed.agent_answered, agent=closed.agent, state=closed.state))
+            if recording_file is not None:
+                await session.execute(
+                    update(Recording).where(Recording.file_name == recording_file,
+                                            Recording.stopped_at.is_(None))
+                    .values(stopped_at=closed.ended_at))
