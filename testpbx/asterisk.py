@@ -89,7 +89,7 @@ class Asterisk:
             proc = subprocess.Popen(
                 ["chroot", str(self.paths.root), "/usr/sbin/asterisk", "-f", "-n", "-q"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, umask=0o027,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         self.wait_booted(proc, timeout)

@@ -1,21 +1,67 @@
 """Run SIPp scenarios from ``sipp/`` against the test PBX, output to files, bounded in time.
 
-Scenarios may hold ``@@name@@`` values SIPp cannot take from ``-key`` (timeouts); they are
-filled in here into a copy under the run's state directory.
+SIPp cannot take timeouts or message blocks from ``-key``: the caller scenario holds
+``@@name@@`` places that are filled in here, the actions (pauses, DTMF by SIP INFO or RFC
+4733) from the fragments in ``sipp/actions/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from testpbx.paths import REPO, Paths
 
 SCENARIOS = REPO / "sipp"
-_ports = itertools.count(0)
+PCAP_NAMES = {"*": "star", "#": "pound"}
+_runs = itertools.count(0)
+
+
+@dataclass(frozen=True)
+class Pause:
+    ms: int
+
+
+@dataclass(frozen=True)
+class Press:
+    """A DTMF digit, sent as SIP INFO (``info``) or as RFC 4733 RTP events (``rfc4733``)."""
+
+    digit: str
+    how: str = "info"
+
+
+Action = Pause | Press
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"@@([a-z_]+)@@", lambda m: values[m.group(1)], text)
+
+
+def _fragment(name: str, values: dict[str, str]) -> str:
+    return _fill((SCENARIOS / "actions" / f"{name}.xml").read_text().strip(), values)
+
+
+def render_actions(actions: Sequence[Action]) -> tuple[str, int]:
+    """The XML of the actions, and the CSeq the caller's BYE must use after them."""
+    parts = []
+    cseq = 2
+    for action in actions:
+        if isinstance(action, Pause):
+            parts.append(_fragment("pause", {"ms": str(action.ms)}))
+        elif action.how == "info":
+            parts.append(_fragment("info", {"digit": action.digit, "cseq": str(cseq)}))
+            cseq += 1
+        elif action.how == "rfc4733":
+            parts.append(_fragment("rfc4733",
+                                   {"digit": PCAP_NAMES.get(action.digit, action.digit)}))
+        else:
+            raise ValueError(f"unknown DTMF method {action.how!r}")
+    return "\n  ".join(parts), cseq
 
 
 @dataclass
@@ -41,33 +87,30 @@ class Sipp:
         self.base_port = base_port
         self.dir = paths.state / "sipp"
 
-    def scenario(self, name: str, values: dict[str, str]) -> Path:
-        text = (SCENARIOS / f"{name}.xml").read_text()
-        text = re.sub(r"@@([a-z_]+)@@", lambda m: values[m.group(1)], text)
+    def scenario(self, actions: Sequence[Action], hold_ms: int) -> Path:
+        block, bye_cseq = render_actions(actions)
+        text = _fill((SCENARIOS / "caller.xml").read_text(),
+                     {"actions": block, "hold_ms": str(hold_ms), "bye_cseq": str(bye_cseq)})
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{name}-{'-'.join(values.values()) or 'plain'}.xml"
-        path.write_text(text)
+        path = self.dir / f"caller-{hashlib.sha256(text.encode()).hexdigest()[:12]}.xml"
+        if not path.exists():
+            path.write_text(text)
         return path
 
     async def call(self, number: str, caller: str = "031123456", hold_ms: int = 10000,
-                   scenario: str = "caller", calls: int = 1, rate: float = 1.0,
-                   limit: int = 1, timeout_s: int = 60,
-                   keys: dict[str, str] | None = None) -> SippResult:
+                   actions: Sequence[Action] = (), calls: int = 1, rate: float = 1.0,
+                   limit: int = 1, timeout_s: int = 90) -> SippResult:
         """Place ``calls`` calls to ``number``; wait for SIPp to finish (bounded)."""
-        n = next(_ports)
-        sip_port = self.base_port + 2 * (n % 200)
-        media_port = 30000 + 4 * (n % 1000)
-        path = self.scenario(scenario, {"hold_ms": str(hold_ms)})
+        n = next(_runs)
+        sip_port = self.base_port + 2 * (n % 400)
+        media_port = 30000 + 4 * (n % 2000)
+        path = self.scenario(actions, hold_ms)
         stem = self.dir / f"run-{n}"
         args = ["sipp", "-sf", str(path), "-s", number, "-key", "caller", caller,
                 "-m", str(calls), "-r", str(rate), "-l", str(limit),
                 "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(media_port),
                 "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
-                "-trace_err", "-error_file", f"{stem}.errors.log",
-                "-trace_stat", "-stf", f"{stem}.stat.csv"]
-        for key, value in (keys or {}).items():
-            args += ["-key", key, value]
-        args.append(self.pbx)
+                "-trace_err", "-error_file", f"{stem}.errors.log", self.pbx]
         log = Path(f"{stem}.log")
         with open(log, "wb") as out:  # noqa: ASYNC230 (a local file, opened once)
             proc = await asyncio.create_subprocess_exec(

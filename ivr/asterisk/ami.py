@@ -106,5 +106,6 @@ class AmiClient:
         """Start recording ``channel_id`` (an ARI channel id) into ``path``; return the
         MixMonitor id. The path is built by the service, never from caller data."""
         reply = await self.action({"Action": "MixMonitor", "Channel": channel_id,
-                                   "File": str(path), "Options": ""})
+                                   "File": str(path),
+                                   "Options": "i(IVR_MIXMONITOR_ID)"})
         return str(reply.get("MixMonitorID", ""))

@@ -29,7 +29,15 @@ from ivr.asterisk.ari_events import PlaybackStarted as AriPlaybackStarted
 from ivr.calls.caller import describe_caller
 from ivr.flow import commands as cmd
 from ivr.flow import events as ev
-from ivr.flow.inbound import Consent, InboundCall, Phase, Segment, new_inbound_call, step
+from ivr.flow.inbound import (
+    Consent,
+    IllegalTransition,
+    InboundCall,
+    Phase,
+    Segment,
+    new_inbound_call,
+    step,
+)
 from ivr.notices.catalogue import BuiltSegment, Manifest
 from ivr.policy.lines import LineRef
 from ivr.policy.retention import expires_at
@@ -126,7 +134,14 @@ class InboundCallRunner:
             if event is None:
                 continue
             before = call.phase
-            call, commands = step(call, event)
+            try:
+                call, commands = step(call, event)
+            except IllegalTransition as exc:
+                # A late or foreign event (e.g. a playback event after the call moved on)
+                # never breaks a call: it is logged and dropped.
+                log.warning("event dropped: %s", exc, extra=self.log_extra)
+                commands = []
+                continue
             if call.phase is not before:
                 self.deadline = None
             log.debug("flow step", extra={**self.log_extra, "event": type(event).__name__,

@@ -6,12 +6,26 @@ A missing or broken PBX fails these tests with the setup's message; they never s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import pool, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from ivr.notices.audio import build
+from ivr.notices.catalogue import load_catalogue
+from ivr.store.migrate import upgrade
 from testpbx.__main__ import prepare
 from testpbx.asterisk import Asterisk
 from testpbx.errors import SetupError
@@ -44,3 +58,109 @@ def pbx(pbx_paths: Paths) -> Iterator[Asterisk]:
 @pytest.fixture(scope="session")
 def sipp(pbx: Asterisk, pbx_paths: Paths) -> Sipp:
     return Sipp(pbx_paths, pbx=f"127.0.0.1:{pbx.settings.pbx.sip_port}")
+
+
+# the service under test ------------------------------------------------------------------
+SHORT_CATALOGUE = Path(__file__).with_name("short_notices.toml")
+SHORT_PREFIX = "ivr-short"
+
+
+@dataclass
+class ServiceUnderTest:
+    process: subprocess.Popen[bytes]
+    log: Path
+    database_url: str
+    recordings: Path
+
+    def entries(self) -> list[dict[str, Any]]:
+        result = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    result.append(entry)
+        return result
+
+    async def wait_for_log(self, message: str, wait: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            for entry in self.entries():
+                if entry.get("message") == message:
+                    return entry
+            if self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no {message!r} in the service log:\n"
+                             f"{self.log.read_text(errors='replace')[-4000:]}")
+
+    async def call_record(self, caller_raw: str, wait: float = 60.0) -> dict[str, Any]:
+        """The stored call whose caller ID arrived as ``caller_raw``, once it is closed,
+        with its decision and recording (None where there is none)."""
+        deadline = time.monotonic() + wait
+        engine = create_async_engine(self.database_url, poolclass=pool.NullPool)
+        try:
+            while time.monotonic() < deadline:
+                async with engine.connect() as conn:
+                    row = (await conn.execute(text(
+                        "SELECT c.*, d.decision, d.digit, d.digit_at, d.prompts_played,"
+                        " d.notice_started_at, d.notice_ended_at, d.question_started_at,"
+                        " d.decided_at, r.file_name, r.mixmonitor_id, r.basis,"
+                        " r.started_at AS recording_started_at, r.expires_at"
+                        " FROM calls c LEFT JOIN decisions d ON d.call_id = c.id"
+                        " LEFT JOIN recordings r ON r.call_id = c.id"
+                        " WHERE c.caller_raw = :raw ORDER BY c.started_at DESC LIMIT 1"),
+                        {"raw": caller_raw})).mappings().first()
+                if row is not None and row["ended_at"] is not None:
+                    return dict(row)
+                await asyncio.sleep(0.2)
+        finally:
+            await engine.dispose()
+        raise AssertionError(f"no closed call from {caller_raw!r} within {wait} s")
+
+    def recording(self, file_name: str) -> Path:
+        return self.recordings / file_name
+
+
+def _start_service(pbx: Asterisk, database_url: str, log: Path,
+                   env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    env |= {"IVR_CONFIG": str(pbx.paths.settings_file), "IVR_DATABASE__URL": database_url,
+            **env_extra}
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+@contextlib.asynccontextmanager
+async def running_service(pbx: Asterisk, new_database: Any, log: Path,
+                          env_extra: dict[str, str]) -> AsyncIterator[ServiceUnderTest]:
+    with new_database() as url:
+        await asyncio.to_thread(upgrade, url)
+        process = _start_service(pbx, url, log, env_extra)
+        service = ServiceUnderTest(process, log, url, pbx.settings.recordings.local_dir)
+        try:
+            await service.wait_for_log("ARI connected")
+            await service.wait_for_log("AMI connected")
+            yield service
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise AssertionError(f"ivr serve did not stop on SIGTERM; log {log}") from None
+
+
+@pytest.fixture(scope="module")
+async def service(pbx: Asterisk, new_database: Any,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceUnderTest]:
+    """`ivr serve` with short stand-in notices and a quick consent timeout."""
+    prompts = pbx.paths.in_root(f"/usr/share/asterisk/sounds/{SHORT_PREFIX}")
+    build(load_catalogue(SHORT_CATALOGUE), prompts)
+    log = tmp_path_factory.mktemp("service") / "service.log"
+    async with running_service(pbx, new_database, log, {
+        "IVR_PROMPTS__LOCAL_DIR": str(prompts), "IVR_PROMPTS__SOUND_PREFIX": SHORT_PREFIX,
+        "IVR_CONSENT__ANSWER_TIMEOUT": "3",
+    }) as running:
+        yield running
