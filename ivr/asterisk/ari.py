@@ -63,10 +63,14 @@ class AriClient:
     # REST ---------------------------------------------------------------------------------
     async def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
                       json: Any = None) -> Any:
+        started = asyncio.get_running_loop().time()
         try:
             response = await self._http.request(method, path, params=params, json=json)
         except httpx.HTTPError as exc:
             raise AriError(f"ARI {method} {path}: {type(exc).__name__}: {exc}") from None
+        log.debug("ARI request", extra={
+            "method": method, "path": path, "status": response.status_code,
+            "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
         if response.status_code == 404 and path.startswith("/channels/"):
             raise ChannelGone(f"ARI {method} {path}: channel not found", 404)
         if response.status_code >= 400:

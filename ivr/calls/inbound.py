@@ -130,6 +130,7 @@ class InboundCallRunner:
                     pending.append(outcome)
             if call.phase is Phase.ENDED:
                 return
+            commands = []
             event = pending.popleft() if pending else await self.receive(call)
             if event is None:
                 continue
@@ -140,7 +141,6 @@ class InboundCallRunner:
                 # A late or foreign event (e.g. a playback event after the call moved on)
                 # never breaks a call: it is logged and dropped.
                 log.warning("event dropped: %s", exc, extra=self.log_extra)
-                commands = []
                 continue
             if call.phase is not before:
                 self.deadline = None
@@ -207,6 +207,7 @@ class InboundCallRunner:
 
     # commands out ------------------------------------------------------------------------
     async def perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
+        started = asyncio.get_running_loop().time()
         try:
             return await self._perform(call, command)
         except ChannelGone:
@@ -214,6 +215,10 @@ class InboundCallRunner:
                 return None
             self.hung_up = True
             return ev.HungUp(now(), "channel gone")
+        finally:
+            log.debug("command done", extra={
+                **self.log_extra, "command": type(command).__name__,
+                "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
 
     async def _perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
         ari, settings = self.deps.ari, self.deps.settings
@@ -241,18 +246,34 @@ class InboundCallRunner:
             case cmd.StartRecording():
                 return await self.start_recording()
             case cmd.ContinueToQueue(queue=queue, decision=decision, recorded=recorded):
-                await ari.set_variable(self.channel_id, "IVR_DECISION",
-                                       decision.value if decision else "none")
-                await ari.set_variable(self.channel_id, "IVR_RECORDED",
-                                       "yes" if recorded else "no")
-                await ari.subscribe_channel(self.channel_id)
-                await ari.continue_in_dialplan(self.channel_id,
-                                               settings.dialplan.queue_context, queue)
-                return ev.Continued(now())
+                return await self.continue_to_queue(queue, decision, recorded)
             case cmd.CloseCall():
                 await self.close(command, "ended")
                 return None
         raise AssertionError(f"unknown command {command!r}")
+
+    async def continue_to_queue(self, queue: str, decision: cmd.Decision | None,
+                                recorded: bool) -> ev.FlowEvent:
+        """Hand the call to its queue with the decision on the channel (for the agent's
+        phone and the queue), still following it to learn whether an agent answered."""
+        ari, settings = self.deps.ari, self.deps.settings
+        await ari.set_variable(self.channel_id, "IVR_DECISION",
+                               decision.value if decision else "none")
+        await ari.set_variable(self.channel_id, "IVR_RECORDED", "yes" if recorded else "no")
+        try:
+            await ari.subscribe_channel(self.channel_id)
+        except AriError as exc:
+            raise ChannelGone(str(exc)) from None  # 422: the channel no longer exists
+        try:
+            await ari.continue_in_dialplan(self.channel_id, settings.dialplan.queue_context,
+                                           queue)
+        except ChannelGone:
+            raise
+        except AriError as exc:
+            log.error("could not hand the call to its queue: %s", exc, extra=self.log_extra)
+        log.info("call handed to the queue", extra={**self.log_extra, "queue": queue,
+                                                    "recorded": recorded})
+        return ev.Continued(now())
 
     async def store_decision(self, call: InboundCall, receipt: cmd.Receipt) -> ev.FlowEvent:
         assert self.line is not None

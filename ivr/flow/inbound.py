@@ -167,7 +167,7 @@ def _close(call: InboundCall, at: datetime, reason: str) -> Result:
     """The call is over. A service call whose caller left undecided is ``no_consent``
     (rule 2: a hang-up is no consent); what was decided is stored before closing."""
     commands: list[Command] = []
-    undecided = not call.decision_stored and call.phase is not Phase.STORING_DECISION
+    undecided = call.decision is None  # set only where a StoreDecision was already emitted
     if undecided and call.kind is LineKind.SERVICE:
         decision = CONSENT_DIGITS.get(call.digit or "", Decision.NO_CONSENT)
         commands.append(StoreDecision(replace(_receipt(call, decision, at), record=False)))

@@ -93,32 +93,42 @@ class ServiceUnderTest:
         raise AssertionError(f"no {message!r} in the service log:\n"
                              f"{self.log.read_text(errors='replace')[-4000:]}")
 
-    async def call_record(self, caller_raw: str, wait: float = 60.0) -> dict[str, Any]:
-        """The stored call whose caller ID arrived as ``caller_raw``, once it is closed,
-        with its decision and recording (None where there is none)."""
+    async def all_call_records(self, wait: float = 60.0) -> list[dict[str, Any]]:
+        """Every stored call with its decision and recording (None where there is none),
+        once every call is closed."""
         deadline = time.monotonic() + wait
         engine = create_async_engine(self.database_url, poolclass=pool.NullPool)
         try:
-            while time.monotonic() < deadline:
+            while True:
                 async with engine.connect() as conn:
-                    row = (await conn.execute(text(
-                        "SELECT c.*, d.decision, d.digit, d.digit_at, d.prompts_played,"
-                        " d.notice_started_at, d.notice_ended_at, d.question_started_at,"
-                        " d.decided_at, r.file_name, r.mixmonitor_id, r.basis,"
-                        " r.started_at AS recording_started_at, r.expires_at"
-                        " FROM calls c LEFT JOIN decisions d ON d.call_id = c.id"
-                        " LEFT JOIN recordings r ON r.call_id = c.id"
-                        " WHERE c.caller_raw = :raw ORDER BY c.started_at DESC LIMIT 1"),
-                        {"raw": caller_raw})).mappings().first()
-                if row is not None and row["ended_at"] is not None:
-                    return dict(row)
-                await asyncio.sleep(0.2)
+                    rows = [dict(r) for r in (await conn.execute(text(RECORDS_SQL))).mappings()]
+                if rows and all(r["ended_at"] is not None for r in rows):
+                    return rows
+                if time.monotonic() > deadline:
+                    open_calls = [r["channel_id"] for r in rows if r["ended_at"] is None]
+                    raise AssertionError(f"calls still open after {wait} s: {open_calls}")
+                await asyncio.sleep(0.3)
         finally:
             await engine.dispose()
-        raise AssertionError(f"no closed call from {caller_raw!r} within {wait} s")
+
+    async def call_record(self, caller_raw: str, wait: float = 60.0) -> dict[str, Any]:
+        """The stored call whose caller ID arrived as ``caller_raw``."""
+        for record in await self.all_call_records(wait):
+            if record["caller_raw"] == caller_raw:
+                return record
+        raise AssertionError(f"no stored call from {caller_raw!r}")
 
     def recording(self, file_name: str) -> Path:
         return self.recordings / file_name
+
+
+RECORDS_SQL = """
+SELECT c.*, d.decision, d.digit, d.digit_at, d.prompts_played, d.notice_started_at,
+       d.notice_ended_at, d.question_started_at, d.decided_at, r.file_name, r.mixmonitor_id,
+       r.basis, r.started_at AS recording_started_at, r.expires_at
+FROM calls c LEFT JOIN decisions d ON d.call_id = c.id LEFT JOIN recordings r ON r.call_id = c.id
+ORDER BY c.started_at
+"""
 
 
 def _start_service(pbx: Asterisk, database_url: str, log: Path,
@@ -127,7 +137,7 @@ def _start_service(pbx: Asterisk, database_url: str, log: Path,
     env |= {"IVR_CONFIG": str(pbx.paths.settings_file), "IVR_DATABASE__URL": database_url,
             **env_extra}
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--log-level", "DEBUG"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
