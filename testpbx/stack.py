@@ -46,7 +46,7 @@ class Service:
         env = {**os.environ, "IVR_CONFIG": str(self.paths.settings_file)}
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--log-level", "DEBUG"], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=env,
                                     stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.write_text(f"{proc.pid}\n")

@@ -137,8 +137,9 @@ def _start_service(pbx: Asterisk, database_url: str, log: Path,
     env |= {"IVR_CONFIG": str(pbx.paths.settings_file), "IVR_DATABASE__URL": database_url,
             **env_extra}
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--log-level", "DEBUG"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ivr", "serve", "--log-level", "DEBUG"], env=env,
+            stdout=out, stderr=subprocess.STDOUT)
 
 
 @contextlib.asynccontextmanager
