@@ -7,6 +7,9 @@
   up        start Asterisk, migrate the database, start `ivr serve`; leave them running
   down      stop what `up` started
   demo      up, one call to each kind of number, what happened to each, down
+  call      place one SIPp call to the running stack:
+            call NUMBER [--caller ID] [--press DIGIT --at MS [--dtmf info|rfc4733]]
+                        [--hold MS]
 """
 
 from __future__ import annotations
@@ -34,12 +37,39 @@ def prepare(paths: Paths) -> Asterisk:
     return Asterisk(paths, settings)
 
 
+def place_call(paths: Paths, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from testpbx.sipp import Action, Pause, Press, Sipp
+
+    settings = write_settings(paths)
+    actions: tuple[Action, ...] = ()
+    if args.press:
+        actions = (Pause(args.at), Press(args.press, args.dtmf))
+    sipp = Sipp(paths, pbx=f"127.0.0.1:{settings.pbx.sip_port}")
+    result = asyncio.run(sipp.call(args.number, caller=args.caller, actions=actions,
+                                   hold_ms=args.hold))
+    print(f"testpbx: call to {args.number} {'completed' if result.ok else 'FAILED'} "
+          f"(SIPp log {result.log})")
+    return 0 if result.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testpbx", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["prepare", "start", "stop", "status", "up", "down",
-                                            "demo"])
+                                            "demo", "call"])
+    parser.add_argument("number", nargs="?", help="for call: the number to dial")
+    parser.add_argument("--caller", default="031123456")
+    parser.add_argument("--press", choices=list("0123456789*#"))
+    parser.add_argument("--at", type=int, default=20000, metavar="MS",
+                        help="when to press, after the answer (default 20000)")
+    parser.add_argument("--dtmf", choices=["info", "rfc4733"], default="info")
+    parser.add_argument("--hold", type=int, default=10000, metavar="MS",
+                        help="how long to stay after the actions unless the PBX hangs up")
     args = parser.parse_args(argv)
+    if args.command == "call" and not args.number:
+        parser.error("call needs a NUMBER")
     paths = default_paths()
     try:
         if args.command == "prepare":
@@ -64,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             parts = down(paths)
             print(f"testpbx: stopped {', '.join(parts)}" if parts
                   else "testpbx: nothing was running")
+        elif args.command == "call":
+            return place_call(paths, args)
         elif args.command == "demo":
             from testpbx.demo import demo
 

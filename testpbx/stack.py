@@ -119,7 +119,8 @@ def describe(pbx: Asterisk, service: Service, settings: Settings) -> str:
         f"  ivr serve     pid {service.running_pid()}  log {service.log} (JSON lines)",
         f"  PostgreSQL    {settings.database.url.get_secret_value().rsplit('@', 1)[-1]}",
         f"  settings      {USER_SETTINGS} (so .venv/bin/ivr works from here with no environment)",
-        "  call it:      sipp -sf sipp/caller.xml ... or see README; stop with: make down",
+        "  call it:      .venv/bin/python -m testpbx call 040404040 --press 1 --at 20000",
+        "  stop it:      make down",
     ])
 
 

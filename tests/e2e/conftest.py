@@ -175,3 +175,12 @@ async def service(pbx: Asterisk, new_database: Any,
         "IVR_CONSENT__ANSWER_TIMEOUT": "3",
     }) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+async def real_service(pbx: Asterisk, new_database: Any,
+                       tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceUnderTest]:
+    """`ivr serve` with the real notices of POLICY.md and the default consent timeout."""
+    log = tmp_path_factory.mktemp("real-service") / "service.log"
+    async with running_service(pbx, new_database, log, {}) as running:
+        yield running
