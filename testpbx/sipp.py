@@ -97,6 +97,12 @@ class Sipp:
             path.write_text(text)
         return path
 
+    async def agent(self, port: int, calls: int = 1, timeout_s: int = 60) -> SippResult:
+        """Be an agent's phone on ``port`` (see AGENT_PORTS) for ``calls`` calls."""
+        return await self._run(["-sf", str(SCENARIOS / "agent.xml"), "-m", str(calls),
+                                "-i", "127.0.0.1", "-p", str(port),
+                                "-mp", str(40000 + 4 * (port % 1000))], timeout_s)
+
     async def call(self, number: str, caller: str = "031123456", hold_ms: int = 10000,
                    actions: Sequence[Action] = (), calls: int = 1, rate: float = 1.0,
                    limit: int = 1, timeout_s: int = 90) -> SippResult:
@@ -105,12 +111,16 @@ class Sipp:
         sip_port = self.base_port + 2 * (n % 400)
         media_port = 30000 + 4 * (n % 2000)
         path = self.scenario(actions, hold_ms)
-        stem = self.dir / f"run-{n}"
-        args = ["sipp", "-sf", str(path), "-s", number, "-key", "caller", caller,
-                "-m", str(calls), "-r", str(rate), "-l", str(limit),
-                "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(media_port),
-                "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
-                "-trace_err", "-error_file", f"{stem}.errors.log", self.pbx]
+        return await self._run(["-sf", str(path), "-s", number, "-key", "caller", caller,
+                                "-m", str(calls), "-r", str(rate), "-l", str(limit),
+                                "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(media_port),
+                                self.pbx], timeout_s)
+
+    async def _run(self, args: list[str], timeout_s: int) -> SippResult:
+        stem = self.dir / f"run-{next(_runs)}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        args = ["sipp", *args, "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
+                "-trace_err", "-error_file", f"{stem}.errors.log"]
         log = Path(f"{stem}.log")
         with open(log, "wb") as out:  # noqa: ASYNC230 (a local file, opened once)
             proc = await asyncio.create_subprocess_exec(

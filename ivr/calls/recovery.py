@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RESTART_REASON = "service restarted: continued unrecorded"
+
 
 async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
     """Hand every ownerless channel in the application to its queue, unrecorded."""
@@ -41,6 +43,11 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
                         extra={"call": channel.id})
             continue
         resolved += 1
+        try:
+            await deps.records.close_orphan(channel.id, RESTART_REASON)
+        except Exception:
+            log.exception("could not close the record of a resolved channel",
+                          extra={"call": channel.id})
         log.warning("channel left in the application resolved: continued unrecorded",
                     extra={"call": channel.id, "context": context})
     return resolved

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ivr.flow.commands import Receipt
@@ -101,6 +101,14 @@ class CallRecords:
         async with self.db.session() as session, session.begin():
             await session.execute(update(Recording).where(Recording.file_name == file_name)
                                   .values(mixmonitor_id=mixmonitor_id, started_at=at))
+
+    async def close_orphan(self, channel_id: str, reason: str) -> None:
+        """Close the record of a call that lost its task (the service restarted), with
+        what is known; a closed record is left as it is."""
+        async with self.db.session() as session, session.begin():
+            await session.execute(
+                update(Call).where(Call.channel_id == channel_id, Call.ended_at.is_(None))
+                .values(ended_at=func.now(), end_reason=reason, state="recovered"))
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
                     recording_file: str | None) -> None:

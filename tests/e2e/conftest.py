@@ -143,17 +143,18 @@ def _start_service(pbx: Asterisk, database_url: str, log: Path,
 
 
 @contextlib.asynccontextmanager
-async def running_service(pbx: Asterisk, new_database: Any, log: Path,
+async def running_service(pbx: Asterisk, database_url: str, log: Path,
                           env_extra: dict[str, str]) -> AsyncIterator[ServiceUnderTest]:
-    with new_database() as url:
-        await asyncio.to_thread(upgrade, url)
-        process = _start_service(pbx, url, log, env_extra)
-        service = ServiceUnderTest(process, log, url, pbx.settings.recordings.local_dir)
-        try:
-            await service.wait_for_log("ARI connected")
-            await service.wait_for_log("AMI connected")
-            yield service
-        finally:
+    """`ivr serve` against ``database_url``, ready (ARI and AMI connected); stopped with
+    SIGTERM at the end (if still running)."""
+    process = _start_service(pbx, database_url, log, env_extra)
+    service = ServiceUnderTest(process, log, database_url, pbx.settings.recordings.local_dir)
+    try:
+        await service.wait_for_log("ARI connected")
+        await service.wait_for_log("AMI connected")
+        yield service
+    finally:
+        if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(15)
@@ -163,17 +164,28 @@ async def running_service(pbx: Asterisk, new_database: Any, log: Path,
                 raise AssertionError(f"ivr serve did not stop on SIGTERM; log {log}") from None
 
 
+@contextlib.asynccontextmanager
+async def migrated_database(new_database: Any) -> AsyncIterator[str]:
+    with new_database() as url:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+
+
+def short_prompts(pbx: Asterisk) -> dict[str, str]:
+    """Build the short stand-in notices into the root; the settings that select them."""
+    prompts = pbx.paths.in_root(f"/usr/share/asterisk/sounds/{SHORT_PREFIX}")
+    build(load_catalogue(SHORT_CATALOGUE), prompts)
+    return {"IVR_PROMPTS__LOCAL_DIR": str(prompts), "IVR_PROMPTS__SOUND_PREFIX": SHORT_PREFIX,
+            "IVR_CONSENT__ANSWER_TIMEOUT": "3"}
+
+
 @pytest.fixture(scope="module")
 async def service(pbx: Asterisk, new_database: Any,
                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceUnderTest]:
     """`ivr serve` with short stand-in notices and a quick consent timeout."""
-    prompts = pbx.paths.in_root(f"/usr/share/asterisk/sounds/{SHORT_PREFIX}")
-    build(load_catalogue(SHORT_CATALOGUE), prompts)
     log = tmp_path_factory.mktemp("service") / "service.log"
-    async with running_service(pbx, new_database, log, {
-        "IVR_PROMPTS__LOCAL_DIR": str(prompts), "IVR_PROMPTS__SOUND_PREFIX": SHORT_PREFIX,
-        "IVR_CONSENT__ANSWER_TIMEOUT": "3",
-    }) as running:
+    async with migrated_database(new_database) as url, \
+            running_service(pbx, url, log, short_prompts(pbx)) as running:
         yield running
 
 
@@ -182,5 +194,26 @@ async def real_service(pbx: Asterisk, new_database: Any,
                        tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServiceUnderTest]:
     """`ivr serve` with the real notices of POLICY.md and the default consent timeout."""
     log = tmp_path_factory.mktemp("real-service") / "service.log"
-    async with running_service(pbx, new_database, log, {}) as running:
+    async with migrated_database(new_database) as url, \
+            running_service(pbx, url, log, {}) as running:
         yield running
+
+
+@dataclass
+class ServiceRunner:
+    """Start services by hand (restarts, kills): a fresh database, then instances on it."""
+
+    pbx: Asterisk
+    new_database: Any
+
+    def database(self) -> contextlib.AbstractAsyncContextManager[str]:
+        return migrated_database(self.new_database)
+
+    def run(self, url: str, log: Path,
+            short: bool = True) -> contextlib.AbstractAsyncContextManager[ServiceUnderTest]:
+        return running_service(self.pbx, url, log, short_prompts(self.pbx) if short else {})
+
+
+@pytest.fixture
+def service_runner(pbx: Asterisk, new_database: Any) -> ServiceRunner:
+    return ServiceRunner(pbx, new_database)
