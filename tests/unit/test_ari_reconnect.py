@@ -1,0 +1,65 @@
+"""The ARI events stream survives a dropped websocket: it reconnects with backoff and says
+so (``Connected``), so the service can look for channels it lost sight of."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from contextlib import aclosing
+from pathlib import Path
+
+from pydantic import SecretStr
+from websockets.asyncio.server import ServerConnection, serve
+
+from ivr.asterisk.ari import AriClient, Connected
+from ivr.asterisk.ari_events import StasisStart
+from ivr.settings import AriSettings
+
+FRAME = (Path(__file__).parent / "transcripts" / "ari_events.jsonl").read_text().splitlines()[0]
+
+
+async def test_dropped_websocket_reconnects_and_reports_it() -> None:
+    seen_requests: list[tuple[str, str | None]] = []
+
+    async def drop_after_one_frame(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen_requests.append((ws.request.path, ws.request.headers.get("Authorization")))
+        await ws.send(FRAME)
+        await ws.close()
+
+    async with serve(drop_after_one_frame, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        settings = AriSettings(url=f"http://127.0.0.1:{port}", password=SecretStr("pw"),
+                               reconnect_max_seconds=1)
+        client = AriClient(settings)
+        items: list[object] = []
+        async with aclosing(client.events()) as events:
+            async with asyncio.timeout(15):
+                async for item in events:
+                    items.append(item)
+                    if len(items) == 4:
+                        break
+        await client.aclose()
+
+    assert [type(i) for i in items] == [Connected, StasisStart, Connected, StasisStart]
+    assert [i.reconnects for i in items if isinstance(i, Connected)] == [0, 1]
+    path, auth = seen_requests[0]
+    assert path == "/ari/events?app=ivr&subscribeAll=false"
+    assert auth == "Basic " + base64.b64encode(b"ivr:pw").decode()
+    assert json.loads(FRAME)["type"] == "StasisStart"
+
+
+async def test_garbage_frames_are_skipped_not_fatal() -> None:
+    async def garbage_then_event(ws: ServerConnection) -> None:
+        for frame in ("not json", "[]", '{"type": 5}', FRAME):
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    async with serve(garbage_then_event, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = AriClient(AriSettings(url=f"http://127.0.0.1:{port}"))
+        async with aclosing(client.events()) as events, asyncio.timeout(10):
+            kinds = [type(await anext(events)), type(await anext(events))]
+        await client.aclose()
+    assert kinds == [Connected, StasisStart]
