@@ -91,6 +91,7 @@ class InboundCall:
     phase: Phase = Phase.ANSWERING
     playing: int = -1  # index into segments, -1 before the notice
     playback_id: str | None = None
+    playback_started: bool = False
     playbacks: int = 0
     played: tuple[PlayedSegment, ...] = ()
     notice_started_at: datetime | None = None
@@ -134,7 +135,8 @@ def _play(call: InboundCall, index: int) -> Result:
     n = call.playbacks + 1
     playback_id = f"{call.call_id}-{n}"
     segment = call.segments[index]
-    return (replace(call, playing=index, playback_id=playback_id, playbacks=n),
+    return (replace(call, playing=index, playback_id=playback_id, playbacks=n,
+                    playback_started=False),
             [Play(segment.segment_id, playback_id)])
 
 
@@ -211,14 +213,18 @@ def ignore(call: InboundCall, event: FlowEvent) -> Result:
 
 
 def playback_started(call: InboundCall, event: PlaybackStarted) -> Result:
-    if not _mine(call, event.playback_id):
-        return call, []
-    return _mark_segment_started(call, event.at), []
+    if not _mine(call, event.playback_id) or call.playback_started:
+        return call, []  # a foreign or repeated event
+    return replace(_mark_segment_started(call, event.at), playback_started=True), []
 
 
 def notice_playback_finished(call: InboundCall, event: PlaybackFinished) -> Result:
     if not _mine(call, event.playback_id):
         return call, []
+    if not call.playback_started:
+        # Rule 3 needs to prove what was played and when: a segment whose start was never
+        # reported cannot count as heard.
+        return playback_failed(call, PlaybackFailed(event.playback_id, event.at))
     call = _mark_segment_ended(call, event.at)
     if call.playing + 1 < len(call.segments):
         return _play(call, call.playing + 1)
@@ -268,6 +274,8 @@ def question_timed_out(call: InboundCall, event: TimerFired) -> Result:
 def repeat_finished(call: InboundCall, event: PlaybackFinished) -> Result:
     if not _mine(call, event.playback_id):
         return call, []
+    if not call.playback_started:
+        return playback_failed(call, PlaybackFailed(event.playback_id, event.at))
     call = replace(_mark_segment_ended(call, event.at), playback_id=None)
     if call.digit in CONSENT_DIGITS:
         return _decide(call, event.at)

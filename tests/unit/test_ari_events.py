@@ -86,8 +86,10 @@ def test_stasis_start_carries_channel_caller_and_dialled_number() -> None:
     assert event.channel == Channel(
         id=SALES_CHANNEL, name="PJSIP/trunk-00000000", state="Ring", caller_number="031123456",
         caller_name="", context="from-trunk", exten="040404045", linkedid=SALES_CHANNEL,
-        variables=(),
+        variables=(), app_name="Stasis", app_data="ivr",
     )
+    assert event.channel.in_application("ivr")
+    assert not event.channel.in_application("other")
     assert event.args == ()
     assert event.replace_channel_id is None
 
