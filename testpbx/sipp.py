@@ -8,10 +8,11 @@ SIPp cannot take timeouts or message blocks from ``-key``: the caller scenario h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +98,28 @@ class Sipp:
             path.write_text(text)
         return path
 
-    async def agent(self, port: int, calls: int = 1, timeout_s: int = 60) -> SippResult:
-        """Be an agent's phone on ``port`` (see AGENT_PORTS) for ``calls`` calls."""
-        return await self._run(["-sf", str(SCENARIOS / "agent.xml"), "-m", str(calls),
-                                "-i", "127.0.0.1", "-p", str(port),
-                                "-mp", str(40000 + 4 * (port % 1000))], timeout_s)
+    @contextlib.asynccontextmanager
+    async def agent(self, port: int) -> AsyncIterator[None]:
+        """Be an agent's phone on ``port`` (see AGENT_PORTS) while the block runs."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stem = self.dir / f"agent-{port}-{next(_runs)}"
+        with open(f"{stem}.log", "wb") as out:  # noqa: ASYNC230 (a local file, opened once)
+            proc = await asyncio.create_subprocess_exec(
+                "sipp", "-sf", str(SCENARIOS / "agent.xml"), "-i", "127.0.0.1",
+                "-p", str(port), "-mp", str(40000 + 4 * (port % 1000)), "-nostdin",
+                "-trace_err", "-error_file", f"{stem}.errors.log",
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.dir)
+        try:
+            await asyncio.sleep(0.3)  # listening
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
     async def call(self, number: str, caller: str = "031123456", hold_ms: int = 10000,
                    actions: Sequence[Action] = (), calls: int = 1, rate: float = 1.0,
