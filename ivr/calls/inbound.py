@@ -21,12 +21,12 @@ from ivr.asterisk.ari_events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
     ChannelHangupRequest,
-    Event,
     StasisStart,
 )
 from ivr.asterisk.ari_events import PlaybackFinished as AriPlaybackFinished
 from ivr.asterisk.ari_events import PlaybackStarted as AriPlaybackStarted
 from ivr.calls.caller import describe_caller
+from ivr.calls.router import CallItem, ChannelVanished
 from ivr.flow import commands as cmd
 from ivr.flow import events as ev
 from ivr.flow.inbound import (
@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 
 # A playback that ends more than this before its audio's length was cut short (hang-up).
 CUT_SHORT_MS = 400
+# A playback not finished this long after its audio's length never will be (lost events).
+PLAYBACK_GRACE_S = 15.0
+WATCHED_PHASES = (Phase.NOTICE, Phase.REPEATING_QUESTION)
 
-CallItem = Event | AgentConnected
 
 
 @dataclass
@@ -78,6 +80,7 @@ class InboundCallRunner:
         self.deadline: float | None = None
         self.playbacks: dict[str, BuiltSegment] = {}
         self.playback_started: dict[str, datetime] = {}
+        self.playback_issued: dict[str, float] = {}
         self.answered_at: datetime | None = None
         self.agent: str | None = None
         self.recording_file: str | None = None
@@ -161,20 +164,43 @@ class InboundCallRunner:
 
     # events in ---------------------------------------------------------------------------
     async def receive(self, call: InboundCall) -> ev.FlowEvent | None:
-        timeout = None
-        if self.deadline is not None:
-            timeout = max(0.0, self.deadline - asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        watched = self.watched_playback(call)
+        deadline = self.deadline
+        if watched is not None:
+            deadline = watched[1]
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
         try:
             item = await asyncio.wait_for(self.items.get(), timeout)
         except TimeoutError:
+            if watched is not None:
+                log.error("playback never finished; treated as not heard",
+                          extra={**self.log_extra, "playback": watched[0]})
+                return ev.PlaybackFailed(watched[0], now())
             self.deadline = None
             return ev.TimerFired(now())
         return self.translate(item)
+
+    def watched_playback(self, call: InboundCall) -> tuple[str, float] | None:
+        """A playback whose end must come within its length plus a grace period; events
+        lost with the connection must not leave a caller in the application."""
+        if call.playback_id is None or call.phase not in WATCHED_PHASES:
+            return None
+        segment = self.playbacks.get(call.playback_id)
+        issued = self.playback_issued.get(call.playback_id)
+        if segment is None or issued is None:
+            return None
+        return call.playback_id, issued + segment.duration_ms / 1000 + PLAYBACK_GRACE_S
 
     def translate(self, item: CallItem) -> ev.FlowEvent | None:
         if isinstance(item, AgentConnected):
             self.agent = item.agent
             return ev.AgentAnswered(item.agent, now())
+        if isinstance(item, ChannelVanished):
+            if self.hung_up:
+                return None
+            self.hung_up = True
+            return ev.HungUp(now(), "channel gone while the events connection was down")
         at = item.timestamp or now()
         if isinstance(item, ChannelDtmfReceived):
             return ev.Digit(item.digit, at)
@@ -229,6 +255,7 @@ class InboundCallRunner:
                 return ev.Answered(self.answered_at)
             case cmd.Play(segment_id=segment_id, playback_id=playback_id):
                 self.playbacks[playback_id] = self.deps.manifest.segment(segment_id)
+                self.playback_issued[playback_id] = asyncio.get_running_loop().time()
                 media = f"sound:{settings.prompts.sound_prefix}/{segment_id}"
                 try:
                     await ari.play(self.channel_id, media, playback_id)

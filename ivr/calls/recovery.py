@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ivr.asterisk.ari import AriError
+from ivr.calls.router import ChannelVanished
 from ivr.policy.numbers import to_e164
 
 if TYPE_CHECKING:
@@ -23,10 +24,16 @@ RESTART_REASON = "service restarted: continued unrecorded"
 
 
 async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
-    """Hand every ownerless channel in the application to its queue, unrecorded."""
+    """Hand every ownerless channel in the application to its queue, unrecorded; tell
+    every call task whose channel is gone (its hang-up was lost with the connection)."""
     settings = deps.settings
     resolved = 0
-    for channel in await deps.ari.channels():
+    channels = await deps.ari.channels()
+    present = {channel.id for channel in channels}
+    for channel_id in router.channel_ids():
+        if channel_id not in present:
+            router.dispatch(ChannelVanished(channel_id))
+    for channel in channels:
         if router.has(channel.id) or not channel.in_application(settings.ari.app):
             continue
         try:

@@ -10,13 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ivr.asterisk.ami import AgentConnected
 from ivr.asterisk.ari_events import ChannelDestroyed, Event, StasisStart, channel_of
 
 log = logging.getLogger(__name__)
 
-CallItem = Event | AgentConnected
+@dataclass(frozen=True, slots=True)
+class ChannelVanished:
+    """The channel was not among Asterisk's channels after a reconnect: its hang-up was
+    lost with the connection."""
+
+    channel_id: str
+
+
+CallItem = Event | AgentConnected | ChannelVanished
 CallItems = asyncio.Queue[CallItem]
 Handler = Callable[[StasisStart, CallItems], Awaitable[None]]
 
@@ -34,8 +43,12 @@ class CallRouter:
     def has(self, channel_id: str) -> bool:
         return channel_id in self._calls
 
+    def channel_ids(self) -> list[str]:
+        return list(self._calls)
+
     def dispatch(self, item: CallItem) -> None:
-        channel_id = item.channel_id if isinstance(item, AgentConnected) else channel_of(item)
+        channel_id = (item.channel_id if isinstance(item, (AgentConnected, ChannelVanished))
+                      else channel_of(item))
         if channel_id is None:
             return
         queue = self._calls.get(channel_id)

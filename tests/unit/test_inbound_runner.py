@@ -1,0 +1,131 @@
+"""The shell around the call flow, with stand-ins for ARI, AMI and the store: each command
+is carried out once, in order, and events the flow does not use change nothing.
+(The real thing is proved end to end in tests/e2e; this pins the loop's bookkeeping.)"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+import pytest
+
+from ivr.asterisk.ari_events import (
+    Channel,
+    ChannelHangupRequest,
+    OtherEvent,
+    PlaybackFinished,
+    PlaybackStarted,
+    StasisEnd,
+    StasisStart,
+)
+from ivr.calls.inbound import CallDeps, InboundCallRunner
+from ivr.calls.router import CallItem, ChannelVanished
+from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
+from ivr.settings import Settings
+
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+CHANNEL = Channel(id="1.1", name="PJSIP/trunk-1", state="Ring", caller_number="031123456",
+                  caller_name="", context="from-trunk", exten="040404045", linkedid="1.1",
+                  app_name="Stasis", app_data="ivr")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        async def record(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, args))
+            if name == "mix_monitor":
+                return "0xMIX"
+            if name == "open":
+                return True
+            return None
+        return record
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+def manifest() -> Manifest:
+    def seg(segment_id: str, question: bool = False) -> BuiltSegment:
+        return BuiltSegment(id=segment_id, version=1, text="x", question=question,
+                            file=f"{segment_id}.wav", sha256="a" * 64, duration_ms=1000)
+
+    return Manifest(segments=[seg("sales-notice")],
+                    notices={"sales": Notice(segments=["sales-notice"])})
+
+
+def runner() -> tuple[InboundCallRunner, Recorder, Recorder, Recorder,
+                      asyncio.Queue[CallItem]]:
+    ari, ami, records = Recorder(), Recorder(), Recorder()
+    settings = Settings(mode="test")
+    deps = CallDeps(settings, ari, ami, records, manifest())  # type: ignore[arg-type]
+    items: asyncio.Queue[CallItem] = asyncio.Queue()
+    start = StasisStart("StasisStart", T0, "ivr", CHANNEL, (), None)
+    return InboundCallRunner(deps, start, items), ari, ami, records, items
+
+
+async def wait_for(recorder: Recorder, name: str) -> None:
+    async with asyncio.timeout(5):
+        while name not in recorder.names():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_sales_call_runs_each_command_once_in_order() -> None:
+    call, ari, ami, records, items = runner()
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "play")
+    playback_id = ari.calls[-1][1][2]
+    items.put_nowait(PlaybackStarted("PlaybackStarted", T0, "ivr", playback_id, "",
+                                     "channel:1.1"))
+    items.put_nowait(PlaybackFinished("PlaybackFinished", T0 + timedelta(seconds=1), "ivr",
+                                      playback_id, "", "channel:1.1", "done"))
+    await wait_for(ari, "continue_in_dialplan")
+    for ignored in (StasisEnd("StasisEnd", T0, "ivr", CHANNEL),
+                    OtherEvent("ChannelVarset", T0, "ivr"),
+                    OtherEvent("ChannelDialplan", T0, "ivr")):
+        items.put_nowait(ignored)
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
+    await asyncio.wait_for(task, 5)
+
+    assert ari.names() == ["answer", "play", "set_variable", "set_variable",
+                           "subscribe_channel", "continue_in_dialplan"]
+    assert ami.names() == ["mix_monitor"]
+    assert ami.calls[0][1] == ("1.1", PurePosixPath(
+        f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"))
+    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+
+
+@pytest.mark.parametrize("late", [False, True])
+async def test_a_channel_gone_while_disconnected_closes_the_call(late: bool) -> None:
+    """A hang-up lost with the events connection: after the reconnect the call is told its
+    channel vanished, and it closes instead of waiting forever."""
+    call, ari, _, records, items = runner()
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "play")
+    if late:
+        items.put_nowait(OtherEvent("ChannelVarset", T0, "ivr"))
+    items.put_nowait(ChannelVanished("1.1"))
+    await asyncio.wait_for(task, 5)
+    assert records.names() == ["open", "close"]
+    assert ari.names().count("play") == 1
+
+
+async def test_a_playback_that_never_finishes_counts_as_not_heard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lost playback events must not leave a caller in the application: after the audio's
+    length and a grace period the notice counts as not heard (rule 1: nothing recorded)
+    and the call goes on to its queue."""
+    import ivr.calls.inbound as shell
+
+    monkeypatch.setattr(shell, "PLAYBACK_GRACE_S", 0.05)
+    call, ari, ami, records, items = runner()
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "continue_in_dialplan")  # audio 1 s + grace, no events at all
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
+    await asyncio.wait_for(task, 5)
+    assert ami.names() == []
+    assert "store_decision" not in records.names()
