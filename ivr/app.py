@@ -15,6 +15,7 @@ from ivr.calls.recovery import resolve_orphans
 from ivr.calls.router import CallItems, CallRouter
 from ivr.notices.audio import verify
 from ivr.settings import Settings
+from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
 from ivr.store.receipts import CallRecords
 
@@ -32,7 +33,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     ari = AriClient(settings.ari)
     ami = AmiClient(settings.ami)
     stop = stop or asyncio.Event()
-    deps = CallDeps(settings, ari, ami, CallRecords(db), manifest)
+    deps = CallDeps(settings, ari, ami, CallRecords(db), manifest,
+                    Callbacks(db, settings.callbacks.window_minutes))
 
     async def handle(start: StasisStart, items: CallItems) -> None:
         await InboundCallRunner(deps, start, items).run()

@@ -102,6 +102,21 @@ class AmiClient:
             raise AmiError(f"AMI {fields['Action']}: {message}")
         return reply
 
+    async def queue_load(self, queue: str) -> tuple[int, int]:
+        """Callers waiting in ``queue`` and agents available to it, right now."""
+        if not self.logged_in.is_set() or self._manager.protocol is None:
+            raise AmiError("AMI is not connected")
+        future = self._manager.send_action({"Action": "QueueSummary", "Queue": queue},
+                                           as_list=True)
+        try:
+            replies = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
+        except TimeoutError:
+            raise AmiError("AMI QueueSummary: no reply") from None
+        for reply in replies if isinstance(replies, list) else [replies]:
+            if str(reply.get("Event", "")) == "QueueSummary":
+                return int(reply.get("Callers", 0) or 0), int(reply.get("Available", 0) or 0)
+        raise AmiError(f"AMI QueueSummary: no summary for queue {queue}")
+
     async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:
         """Start recording ``channel_id`` (an ARI channel id) into ``path``; return the
         MixMonitor id. The path is built by the service, never from caller data."""

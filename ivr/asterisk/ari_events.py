@@ -101,6 +101,15 @@ class PlaybackFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelVarset(Event):
+    """A channel variable changed (e.g. QUEUESTATUS when Queue() gives up)."""
+
+    channel: Channel
+    variable: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class OtherEvent(Event):
     """An event type the service does not act on; kept for logging."""
 
@@ -202,6 +211,9 @@ def parse_event(text: str | bytes) -> Event:
         return ChannelDestroyed(*base, channel=parse_channel(_obj(raw, "channel")),
                                 cause=cause if isinstance(cause, int) else 0,
                                 cause_txt=str(raw.get("cause_txt", "")))
+    if kind == "ChannelVarset" and isinstance(raw.get("channel"), dict):
+        return ChannelVarset(*base, channel=parse_channel(_obj(raw, "channel")),
+                             variable=_str(raw, "variable", ""), value=_str(raw, "value", ""))
     if kind == "ChannelStateChange":
         return ChannelStateChange(*base, channel=parse_channel(_obj(raw, "channel")))
     if kind in ("PlaybackStarted", "PlaybackFinished"):

@@ -21,6 +21,7 @@ from ivr.asterisk.ari_events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
     ChannelHangupRequest,
+    ChannelVarset,
     StasisStart,
 )
 from ivr.asterisk.ari_events import PlaybackFinished as AriPlaybackFinished
@@ -39,9 +40,11 @@ from ivr.flow.inbound import (
     step,
 )
 from ivr.notices.catalogue import BuiltSegment, Manifest
+from ivr.policy.callbacks import overloaded as is_overloaded
 from ivr.policy.lines import LineRef
 from ivr.policy.retention import expires_at
 from ivr.settings import Settings
+from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class CallDeps:
     ami: AmiClient
     records: CallRecords
     manifest: Manifest
+    callbacks: Callbacks
 
 
 def now() -> datetime:
@@ -86,6 +90,8 @@ class InboundCallRunner:
         self.recording_file: str | None = None
         self.line: LineRef | None = None
         self.hung_up = False
+        self.reached_queue = False
+        self.queue_status: str | None = None
 
     @property
     def log_extra(self) -> dict[str, str]:
@@ -196,6 +202,10 @@ class InboundCallRunner:
         if isinstance(item, AgentConnected):
             self.agent = item.agent
             return ev.AgentAnswered(item.agent, now())
+        if isinstance(item, ChannelVarset):
+            if item.variable == "QUEUESTATUS":
+                self.queue_status = item.value
+            return None
         if isinstance(item, ChannelVanished):
             if self.hung_up:
                 return None
@@ -300,6 +310,7 @@ class InboundCallRunner:
             log.error("could not hand the call to its queue: %s", exc, extra=self.log_extra)
         log.info("call handed to the queue", extra={**self.log_extra, "queue": queue,
                                                     "recorded": recorded})
+        self.reached_queue = True
         return ev.Continued(now())
 
     async def store_decision(self, call: InboundCall, receipt: cmd.Receipt) -> ev.FlowEvent:
@@ -368,5 +379,31 @@ class InboundCallRunner:
         log.info("call closed", extra={**self.log_extra, "reason": command.end_reason,
                                        "notice_completed": command.notice_completed,
                                        "agent_answered": command.agent_answered})
+        if self.line is not None and not command.agent_answered:
+            await self.record_missed(command.ended_at)
+
+    async def record_missed(self, at: datetime) -> None:
+        """Rule 4: nobody in the call centre answered; the call is to be returned."""
+        assert self.line is not None
+        reason = ("ivr_hangup" if not self.reached_queue else
+                  "timeout" if self.queue_status == "TIMEOUT" else "abandoned")
+        overloaded = False
+        try:
+            callers, available = await self.deps.ami.queue_load(self.line.queue)
+            overloaded = is_overloaded(callers, available,
+                                       self.deps.settings.callbacks.overload_callers_per_agent)
+        except AmiError as exc:
+            log.warning("queue load unknown: %s", exc, extra=self.log_extra)
+        caller = describe_caller(self.start.channel.caller_number, self.deps.settings.region)
+        try:
+            callback = await self.deps.callbacks.record_missed(Missed(
+                call_id=self.call_uuid, caller=caller.e164, caller_withheld=caller.withheld,
+                reason=reason, overloaded=overloaded, missed_at=at))
+        except Exception:
+            log.exception("could not store the missed call", extra=self.log_extra)
+            return
+        log.info("missed call", extra={**self.log_extra, "reason": reason,
+                                       "callback": str(callback) if callback else None,
+                                       "overloaded": overloaded})
 
 

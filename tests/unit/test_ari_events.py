@@ -27,6 +27,7 @@ from ivr.asterisk.ari_events import (
     ChannelDtmfReceived,
     ChannelHangupRequest,
     ChannelStateChange,
+    ChannelVarset,
     Event,
     OtherEvent,
     PlaybackFinished,
@@ -67,7 +68,7 @@ def test_transcript_parses_into_the_expected_event_types() -> None:
     events = [parse_event(f) for f in FRAMES]
     assert [type(e) for e in events] == [
         StasisStart, PlaybackStarted, PlaybackFinished,
-        StasisStart, ChannelStateChange, PlaybackStarted, ChannelDtmfReceived, OtherEvent,
+        StasisStart, ChannelStateChange, PlaybackStarted, ChannelDtmfReceived, ChannelVarset,
         ChannelHangupRequest, StasisEnd, ChannelDestroyed,
     ]
     assert all(e.application == "ivr" for e in events)
@@ -188,11 +189,17 @@ def test_stasis_end_and_state_change_carry_the_channel() -> None:
     assert change.channel.state == "Up"
 
 
-def test_unknown_type_is_other_event() -> None:
+def test_channel_varset_carries_the_variable() -> None:
+    """QUEUESTATUS tells a queue timeout from a caller who gave up (rule 4)."""
     event = _parse(_frame("ChannelVarset"))
-    assert type(event) is OtherEvent
-    assert event.type == "ChannelVarset"
+    assert isinstance(event, ChannelVarset)
+    assert (event.variable, event.value) == ("IVR_DECISION", "consent")
     assert event.timestamp == datetime(2026, 11, 22, 21, 59, 5, 231000, tzinfo=UTC)
+
+
+def test_a_global_varset_without_channel_is_other_event() -> None:
+    event = parse_event(json.dumps({"type": "ChannelVarset", "variable": "X", "value": "1"}))
+    assert type(event) is OtherEvent
 
 
 @pytest.mark.parametrize("kind", ["BridgeCreated", "ChannelEnteredBridge", "ApplicationReplaced",
@@ -215,7 +222,7 @@ def test_channel_of_every_transcript_event() -> None:
     assert [channel_of(parse_event(f)) for f in FRAMES] == [
         SALES_CHANNEL, SALES_CHANNEL, SALES_CHANNEL,
         SERVICE_CHANNEL, SERVICE_CHANNEL, SERVICE_CHANNEL, SERVICE_CHANNEL,
-        None,  # ChannelVarset is an OtherEvent: no channel kept
+        SERVICE_CHANNEL,  # ChannelVarset
         SERVICE_CHANNEL, SERVICE_CHANNEL, SERVICE_CHANNEL,
     ]
 

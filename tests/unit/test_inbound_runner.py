@@ -42,6 +42,8 @@ class Recorder:
                 return "0xMIX"
             if name == "open":
                 return True
+            if name == "queue_load":
+                return (0, 1)
             return None
         return record
 
@@ -62,7 +64,7 @@ def runner() -> tuple[InboundCallRunner, Recorder, Recorder, Recorder,
                       asyncio.Queue[CallItem]]:
     ari, ami, records = Recorder(), Recorder(), Recorder()
     settings = Settings(mode="test")
-    deps = CallDeps(settings, ari, ami, records, manifest())  # type: ignore[arg-type]
+    deps = CallDeps(settings, ari, ami, records, manifest(), records)  # type: ignore[arg-type]
     items: asyncio.Queue[CallItem] = asyncio.Queue()
     start = StasisStart("StasisStart", T0, "ivr", CHANNEL, (), None)
     return InboundCallRunner(deps, start, items), ari, ami, records, items
@@ -93,10 +95,11 @@ async def test_a_sales_call_runs_each_command_once_in_order() -> None:
 
     assert ari.names() == ["answer", "play", "set_variable", "set_variable",
                            "subscribe_channel", "continue_in_dialplan"]
-    assert ami.names() == ["mix_monitor"]
+    assert ami.names() == ["mix_monitor", "queue_load"]
     assert ami.calls[0][1] == ("1.1", PurePosixPath(
         f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"))
-    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    assert records.names() == ["open", "store_decision", "recording_started", "close",
+                               "record_missed"]  # nobody answered: rule 4
 
 
 @pytest.mark.parametrize("late", [False, True])
@@ -110,7 +113,7 @@ async def test_a_channel_gone_while_disconnected_closes_the_call(late: bool) -> 
         items.put_nowait(OtherEvent("ChannelVarset", T0, "ivr"))
     items.put_nowait(ChannelVanished("1.1"))
     await asyncio.wait_for(task, 5)
-    assert records.names() == ["open", "close"]
+    assert records.names() == ["open", "close", "record_missed"]
     assert ari.names().count("play") == 1
 
 
@@ -127,5 +130,5 @@ async def test_a_playback_that_never_finishes_counts_as_not_heard(
     await wait_for(ari, "continue_in_dialplan")  # audio 1 s + grace, no events at all
     items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
     await asyncio.wait_for(task, 5)
-    assert ami.names() == []
+    assert ami.names() == ["queue_load"]
     assert "store_decision" not in records.names()

@@ -1,0 +1,216 @@
+"""Missed calls and the callback tasks that return them (rules 4, 5, 9).
+
+One open callback per caller: a further missed call while it is open is merged into it
+(the partial unique index makes a second open task impossible, also across instances).
+Each merge recomputes what the callback inherits from all the calls it returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ivr.policy.callbacks import Inheritance, ReturnedCall, due_at, inherit
+from ivr.policy.lines import LineKind
+from ivr.store.database import Database
+from ivr.store.models import Call, Callback, CallbackAttempt, Decision, MissedCall, Revocation
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    call_id: uuid.UUID
+    caller: str | None
+    caller_withheld: bool
+    reason: str  # abandoned | timeout | ivr_hangup | other
+    overloaded: bool
+    missed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackView:
+    """A callback task as agents and the CLI see it."""
+
+    id: uuid.UUID
+    caller: str
+    status: str
+    due_at: datetime
+    created_at: datetime
+    calls: list[uuid.UUID]
+    lines: list[str]
+    record: bool
+    notice_required: bool
+    overload: bool
+    attempts: int
+    next_attempt_at: datetime | None
+    closed_at: datetime | None
+    outcome: str | None
+    inheritance: Inheritance
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": str(self.id), "caller": self.caller, "status": self.status,
+            "due_at": self.due_at.isoformat(), "created_at": self.created_at.isoformat(),
+            "calls": [str(c) for c in self.calls], "lines": self.lines,
+            "record": self.record, "notice_required": self.notice_required,
+            "overload": self.overload, "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at
+            else None,
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+            "outcome": self.outcome, "decision": self.inheritance.reason,
+        }
+
+
+class CallbackError(Exception):
+    """A callback that does not exist or cannot be placed now; the message says why."""
+
+
+class Callbacks:
+    def __init__(self, db: Database, window_minutes: int) -> None:
+        self.db = db
+        self.window_minutes = window_minutes
+
+    # missed calls ------------------------------------------------------------------------
+    async def record_missed(self, missed: Missed) -> uuid.UUID | None:
+        """Store the missed call; open (or merge into) its caller's callback. Returns the
+        callback's id, or ``None`` when the caller withheld the number."""
+        async with self.db.session() as session, session.begin():
+            row = MissedCall(call_id=missed.call_id, caller=missed.caller,
+                             caller_withheld=missed.caller_withheld, reason=missed.reason,
+                             overloaded=missed.overloaded, missed_at=missed.missed_at)
+            session.add(row)
+            if missed.caller is None:
+                return None  # a withheld number cannot be called back: the row says so
+            await session.execute(insert(Callback).values(
+                id=uuid.uuid4(), caller=missed.caller, status="open",
+                due_at=due_at(missed.missed_at, self.window_minutes),
+                record=False, notice_required=False, overload=missed.overloaded,
+            ).on_conflict_do_nothing(index_elements=["caller"],
+                                     index_where=Callback.status == "open"))
+            callback = (await session.execute(
+                select(Callback).where(Callback.caller == missed.caller,
+                                       Callback.status == "open").with_for_update()
+            )).scalar_one()
+            row.callback_id = callback.id
+            await session.flush()
+            await self._refresh(session, callback)
+            return callback.id
+
+    async def _refresh(self, session: AsyncSession, callback: Callback) -> Inheritance:
+        """Recompute what the callback inherits from every call it returns."""
+        inheritance = await self.inheritance(session, callback)
+        missed = (await session.execute(select(func.bool_or(MissedCall.overloaded))
+                  .where(MissedCall.callback_id == callback.id))).scalar_one()
+        callback.record = inheritance.record
+        callback.notice_required = inheritance.notice_required
+        callback.overload = bool(missed)
+        return inheritance
+
+    async def inheritance(self, session: AsyncSession, callback: Callback) -> Inheritance:
+        rows = (await session.execute(
+            select(MissedCall.call_id, MissedCall.missed_at, Call.line_kind,
+                   Call.notice_completed, Decision.decision)
+            .join(Call, Call.id == MissedCall.call_id)
+            .outerjoin(Decision, Decision.call_id == MissedCall.call_id)
+            .where(MissedCall.callback_id == callback.id))).all()
+        calls = [ReturnedCall(str(r.call_id), LineKind(r.line_kind), r.decision,
+                              bool(r.notice_completed), r.missed_at) for r in rows]
+        first = min(c.missed_at for c in calls)
+        revoked = (await session.execute(
+            select(func.min(Revocation.received_at))
+            .where(Revocation.caller == callback.caller,
+                   Revocation.received_at >= first))).scalar_one()
+        return inherit(calls, revoked)
+
+    # reading -----------------------------------------------------------------------------
+    async def view(self, session: AsyncSession, callback: Callback) -> CallbackView:
+        rows = (await session.execute(
+            select(MissedCall.call_id, Call.line_name)
+            .join(Call, Call.id == MissedCall.call_id)
+            .where(MissedCall.callback_id == callback.id)
+            .order_by(MissedCall.missed_at))).all()
+        return CallbackView(
+            id=callback.id, caller=callback.caller, status=callback.status,
+            due_at=callback.due_at, created_at=callback.created_at,
+            calls=[r.call_id for r in rows], lines=sorted({r.line_name for r in rows}),
+            record=callback.record, notice_required=callback.notice_required,
+            overload=callback.overload, attempts=callback.attempts,
+            next_attempt_at=callback.next_attempt_at, closed_at=callback.closed_at,
+            outcome=callback.outcome, inheritance=await self.inheritance(session, callback))
+
+    async def listing(self, now: datetime, overdue_only: bool = False,
+                   include_closed: bool = False) -> list[CallbackView]:
+        async with self.db.session() as session:
+            query = select(Callback).order_by(Callback.due_at)
+            if not include_closed:
+                query = query.where(Callback.status == "open")
+            if overdue_only:
+                query = query.where(Callback.status == "open", Callback.due_at < now)
+            callbacks = (await session.execute(query)).scalars().all()
+            return [await self.view(session, c) for c in callbacks]
+
+    async def get(self, callback_id: uuid.UUID) -> CallbackView:
+        async with self.db.session() as session:
+            callback = await session.get(Callback, callback_id)
+            if callback is None:
+                raise CallbackError(f"no callback {callback_id}")
+            return await self.view(session, callback)
+
+    async def attempts(self, callback_id: uuid.UUID) -> list[CallbackAttempt]:
+        async with self.db.session() as session:
+            return list((await session.execute(
+                select(CallbackAttempt).where(CallbackAttempt.callback_id == callback_id)
+                .order_by(CallbackAttempt.started_at))).scalars())
+
+    # attempts ----------------------------------------------------------------------------
+    async def begin_attempt(self, callback_id: uuid.UUID, agent: str,
+                            now: datetime) -> tuple[CallbackView, uuid.UUID]:
+        """Take the callback for one attempt: it must be open and not already being
+        placed. Returns the callback and the new attempt's id."""
+        async with self.db.session() as session, session.begin():
+            callback = (await session.execute(
+                select(Callback).where(Callback.id == callback_id).with_for_update(
+                    skip_locked=False))).scalar_one_or_none()
+            if callback is None:
+                raise CallbackError(f"no callback {callback_id}")
+            if callback.status != "open":
+                raise CallbackError(f"callback {callback_id} is {callback.status}, not open")
+            busy = (await session.execute(select(CallbackAttempt.id).where(
+                CallbackAttempt.callback_id == callback_id,
+                CallbackAttempt.ended_at.is_(None)))).first()
+            if busy is not None:
+                raise CallbackError(f"callback {callback_id} is being placed already")
+            await self._refresh(session, callback)
+            attempt = CallbackAttempt(callback_id=callback_id, agent=agent, started_at=now)
+            session.add(attempt)
+            callback.attempts += 1
+            await session.flush()
+            return await self.view(session, callback), attempt.id
+
+    async def end_attempt(self, callback_id: uuid.UUID, attempt_id: uuid.UUID,
+                          call_id: uuid.UUID | None, outcome: str, reached: bool,
+                          now: datetime, retry_attempts: int,
+                          retry_delay_minutes: int) -> str:
+        """Store how the attempt ended. Reached: the callback is done. Not reached: it
+        stays open with a retry, or fails after the last attempt. Returns its status."""
+        async with self.db.session() as session, session.begin():
+            callback = (await session.execute(select(Callback).where(
+                Callback.id == callback_id).with_for_update())).scalar_one()
+            await session.execute(update(CallbackAttempt).where(
+                CallbackAttempt.id == attempt_id).values(ended_at=now, outcome=outcome,
+                                                         call_id=call_id))
+            if reached:
+                callback.status, callback.closed_at, callback.outcome = "done", now, outcome
+                callback.next_attempt_at = None
+            elif callback.attempts >= retry_attempts:
+                callback.status, callback.closed_at = "failed", now
+                callback.outcome = f"{outcome} after {callback.attempts} attempts"
+                callback.next_attempt_at = None
+            else:
+                callback.next_attempt_at = now + timedelta(minutes=retry_delay_minutes)
+                callback.outcome = outcome
+            return callback.status
