@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add("verify", cmd_prompts_verify, "check the audio against the manifest", prompts)
     verify.add_argument("--dir", type=Path)
 
+    from ivr.callbacks_cli import add_parser as add_callbacks
+
+    add_callbacks(sub)
+
     settings = sub.add_parser("settings", help="settings").add_subparsers(
         dest="settings_command", required=True, metavar="ACTION")
     add("show", cmd_settings_show, "print the effective settings (secrets hidden)", settings)

@@ -124,6 +124,12 @@ class CallbackSettings(Section):
     overload_callers_per_agent: float = Field(default=3.0, gt=0)
     retry_attempts: int = Field(default=3, ge=1, le=20)
     retry_delay_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    # Placing a callback: the agent's phone rings first, then the customer through the
+    # outbound trunk (a PJSIP endpoint of the site).
+    trunk: str = Field(default="carrier", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    dial_format: Literal["national", "e164"] = "national"
+    agent_ring_seconds: int = Field(default=30, ge=5, le=300)
+    customer_ring_seconds: int = Field(default=30, ge=5, le=300)
 
 
 class RevocationSettings(Section):

@@ -22,6 +22,8 @@ SITE = REPO / "asterisk-conf" / "testpbx"
 AGENT_PASSWORD = "ivr-test-agent"
 # SIPp instances acting as the agents' phones listen here.
 AGENT_PORTS = {"agent1": 5071, "agent2": 5072}
+# The SIPp instance acting as the customers reached through the carrier trunk.
+CUSTOMER_PORT = 5080
 
 
 def pid_alive(pid: int) -> bool:
@@ -56,6 +58,7 @@ class Asterisk:
             shutil.rmtree(etc)
         extra = {f"{name}_port": str(port) for name, port in AGENT_PORTS.items()}
         extra["agent_password"] = AGENT_PASSWORD
+        extra["customer_port"] = str(CUSTOMER_PORT)
         render(self.settings, etc, SITE, extra)
         self.paths.in_root("/etc/hosts").write_text(hosts_file())
         for inside in (self.settings.recordings.asterisk_dir, "/var/log/asterisk",

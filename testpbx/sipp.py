@@ -29,6 +29,12 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Speak:
+    """About nine seconds of G.711 speech (one RTP stream at a time: a later Press or
+    Speak replaces it)."""
+
+
+@dataclass(frozen=True)
 class Press:
     """A DTMF digit, sent as SIP INFO (``info``) or as RFC 4733 RTP events (``rfc4733``)."""
 
@@ -36,7 +42,7 @@ class Press:
     how: str = "info"
 
 
-Action = Pause | Press
+Action = Pause | Press | Speak
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
@@ -54,6 +60,8 @@ def render_actions(actions: Sequence[Action]) -> tuple[str, int]:
     for action in actions:
         if isinstance(action, Pause):
             parts.append(_fragment("pause", {"ms": str(action.ms)}))
+        elif isinstance(action, Speak):
+            parts.append(_fragment("speak", {}))
         elif action.how == "info":
             parts.append(_fragment("info", {"digit": action.digit, "cseq": str(cseq)}))
             cseq += 1
@@ -98,14 +106,31 @@ class Sipp:
             path.write_text(text)
         return path
 
-    @contextlib.asynccontextmanager
-    async def agent(self, port: int) -> AsyncIterator[None]:
+    def agent(self, port: int) -> contextlib.AbstractAsyncContextManager[None]:
         """Be an agent's phone on ``port`` (see AGENT_PORTS) while the block runs."""
+        return self.answering(SCENARIOS / "agent.xml", port)
+
+    def customer(self, port: int, actions: Sequence[Action] = (Speak(),), hold_ms: int = 4000,
+                 busy: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
+        """Be the customers reached through the carrier trunk while the block runs."""
+        if busy:
+            return self.answering(SCENARIOS / "customer-busy.xml", port)
+        block, _ = render_actions(actions)
+        text = _fill((SCENARIOS / "customer.xml").read_text(),
+                     {"actions": block, "hold_ms": str(hold_ms)})
         self.dir.mkdir(parents=True, exist_ok=True)
-        stem = self.dir / f"agent-{port}-{next(_runs)}"
+        path = self.dir / f"customer-{hashlib.sha256(text.encode()).hexdigest()[:12]}.xml"
+        path.write_text(text)
+        return self.answering(path, port)
+
+    @contextlib.asynccontextmanager
+    async def answering(self, scenario: Path, port: int) -> AsyncIterator[None]:
+        """Run a SIPp UAS ``scenario`` on ``port`` while the block runs."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stem = self.dir / f"{scenario.stem}-{port}-{next(_runs)}"
         with open(f"{stem}.log", "wb") as out:  # noqa: ASYNC230 (a local file, opened once)
             proc = await asyncio.create_subprocess_exec(
-                "sipp", "-sf", str(SCENARIOS / "agent.xml"), "-i", "127.0.0.1",
+                "sipp", "-sf", str(scenario), "-i", "127.0.0.1",
                 "-p", str(port), "-mp", str(40000 + 4 * (port % 1000)), "-nostdin",
                 "-trace_err", "-error_file", f"{stem}.errors.log",
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.dir)

@@ -103,6 +103,24 @@ class AriClient:
                            params={"context": context, "extension": extension,
                                    "priority": priority})
 
+    async def originate(self, endpoint: str, app: str, channel_id: str, caller_id: str,
+                        ring_seconds: int, app_args: str = "") -> None:
+        """Call ``endpoint``; when it answers, the channel enters ``app`` (StasisStart)."""
+        await self.request("POST", "/channels", params={
+            "endpoint": endpoint, "app": app, "appArgs": app_args, "channelId": channel_id,
+            "callerId": caller_id, "timeout": ring_seconds})
+
+    async def create_bridge(self, bridge_id: str) -> None:
+        await self.request("POST", "/bridges", params={"type": "mixing",
+                                                        "bridgeId": bridge_id})
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None:
+        await self.request("POST", f"/bridges/{bridge_id}/addChannel",
+                           params={"channel": channel_id})
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{bridge_id}")
+
     async def channels(self) -> list[Channel]:
         raw = await self.request("GET", "/channels")
         result = []

@@ -73,6 +73,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def plan_recording(settings: Settings, call_id: uuid.UUID, basis: str) -> PlannedRecording:
+    """The recording a stored decision allows: named from the call's id, kept for the
+    months of its basis (rule 6), counted in the call centre's time zone."""
+    started = now()
+    months = (settings.retention.legal_basis_months if basis == "legal_basis"
+              else settings.retention.consent_months)
+    local = started.astimezone(ZoneInfo(settings.timezone))
+    return PlannedRecording(f"{call_id}.{settings.recordings.format}", basis, started,
+                            expires_at(local, months))
+
+
 class InboundCallRunner:
     def __init__(self, deps: CallDeps, start: StasisStart,
                  items: asyncio.Queue[CallItem]) -> None:
@@ -91,6 +102,7 @@ class InboundCallRunner:
         self.line: LineRef | None = None
         self.hung_up = False
         self.reached_queue = False
+        self.direction = "inbound"
         self.queue_status: str | None = None
 
     @property
@@ -317,15 +329,9 @@ class InboundCallRunner:
         assert self.line is not None
         planned = None
         if receipt.record:
-            settings = self.deps.settings
-            started = now()
-            months = (settings.retention.legal_basis_months
-                      if receipt.decision is cmd.Decision.LEGAL_BASIS
-                      else settings.retention.consent_months)
-            local = started.astimezone(ZoneInfo(settings.timezone))
-            self.recording_file = f"{self.call_uuid}.{settings.recordings.format}"
-            planned = PlannedRecording(self.recording_file, receipt.decision.value, started,
-                                       expires_at(local, months))
+            planned = plan_recording(self.deps.settings, self.call_uuid,
+                                     receipt.decision.value)
+            self.recording_file = planned.file_name
         try:
             await self.deps.records.store_decision(
                 self.call_uuid, self.line.kind.value, receipt, self.prompts_played(receipt),
@@ -379,7 +385,7 @@ class InboundCallRunner:
         log.info("call closed", extra={**self.log_extra, "reason": command.end_reason,
                                        "notice_completed": command.notice_completed,
                                        "agent_answered": command.agent_answered})
-        if self.line is not None and not command.agent_answered:
+        if self.direction == "inbound" and self.line is not None and not command.agent_answered:
             await self.record_missed(command.ended_at)
 
     async def record_missed(self, at: datetime) -> None:

@@ -74,13 +74,14 @@ def inherit(calls: Sequence[ReturnedCall], revoked_since: datetime | None) -> In
         return Inheritance(False, None, True, line, None,
                            "the caller did not hear the notice: the system plays it first")
     bases = [_allows(c) for c in ordered]
-    source = ordered[-1].call_id
     if any(b is None for b in bases):
         refused = next(c for c, b in zip(ordered, bases, strict=True) if b is None)
         return Inheritance(False, None, False, None, refused.call_id,
                            f"{refused.decision or 'no decision'} on the returned call: "
                            "NOT recorded, do not repeat the notice")
     basis = "consent" if "consent" in bases else "legal_basis"
+    source = next(c.call_id for c, b in zip(reversed(ordered), reversed(bases), strict=True)
+                  if b == basis)
     if basis == "consent" and revoked_since is not None:
         return Inheritance(False, None, False, None, source,
                            "consent revoked since the call: NOT recorded")

@@ -133,14 +133,17 @@ class Callbacks:
             .join(Call, Call.id == MissedCall.call_id)
             .where(MissedCall.callback_id == callback.id)
             .order_by(MissedCall.missed_at))).all()
+        # Recomputed, not the stored flags: a revocation received since the last merge
+        # withdraws consent now (rule 8), and the flags must agree with the reason.
+        inheritance = await self.inheritance(session, callback)
         return CallbackView(
             id=callback.id, caller=callback.caller, status=callback.status,
             due_at=callback.due_at, created_at=callback.created_at,
             calls=[r.call_id for r in rows], lines=sorted({r.line_name for r in rows}),
-            record=callback.record, notice_required=callback.notice_required,
+            record=inheritance.record, notice_required=inheritance.notice_required,
             overload=callback.overload, attempts=callback.attempts,
             next_attempt_at=callback.next_attempt_at, closed_at=callback.closed_at,
-            outcome=callback.outcome, inheritance=await self.inheritance(session, callback))
+            outcome=callback.outcome, inheritance=inheritance)
 
     async def listing(self, now: datetime, overdue_only: bool = False,
                    include_closed: bool = False) -> list[CallbackView]:

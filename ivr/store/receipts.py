@@ -77,8 +77,10 @@ class CallRecords:
 
     async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
                              prompts_played: list[dict[str, Any]],
-                             recording: PlannedRecording | None) -> None:
-        """Commit the receipt (and the recording it allows) in one transaction."""
+                             recording: PlannedRecording | None,
+                             inherited_from: uuid.UUID | None = None) -> None:
+        """Commit the receipt (and the recording it allows) in one transaction. A
+        callback's receipt names the call whose decision it inherits (rule 5)."""
         async with self.db.session() as session, session.begin():
             session.add(Decision(
                 call_id=call_id, decision=receipt.decision.value, line_kind=line_kind,
@@ -86,7 +88,7 @@ class CallRecords:
                 notice_started_at=receipt.notice_started_at,
                 notice_ended_at=receipt.notice_ended_at,
                 question_started_at=receipt.question_started_at,
-                decided_at=receipt.decided_at,
+                decided_at=receipt.decided_at, inherited_from_call_id=inherited_from,
             ))
             if recording is not None:
                 session.add(Recording(

@@ -71,6 +71,13 @@ class ServiceUnderTest:
     log: Path
     database_url: str
     recordings: Path
+    env: dict[str, str]
+
+    async def cli(self, *args: str, wait: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``ivr ARGS`` with this service's settings (database, PBX, prompts)."""
+        return await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "ivr", *args], env=self.env,
+            capture_output=True, text=True, timeout=wait, check=False)
 
     def entries(self) -> list[dict[str, Any]]:
         result = []
@@ -131,11 +138,15 @@ ORDER BY c.started_at
 """
 
 
+def service_env(pbx: Asterisk, database_url: str, env_extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    return env | {"IVR_CONFIG": str(pbx.paths.settings_file),
+                  "IVR_DATABASE__URL": database_url, **env_extra}
+
+
 def _start_service(pbx: Asterisk, database_url: str, log: Path,
                    env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
-    env |= {"IVR_CONFIG": str(pbx.paths.settings_file), "IVR_DATABASE__URL": database_url,
-            **env_extra}
+    env = service_env(pbx, database_url, env_extra)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "ivr", "serve", "--log-level", "DEBUG"], env=env,
@@ -148,7 +159,8 @@ async def running_service(pbx: Asterisk, database_url: str, log: Path,
     """`ivr serve` against ``database_url``, ready (ARI and AMI connected); stopped with
     SIGTERM at the end (if still running)."""
     process = _start_service(pbx, database_url, log, env_extra)
-    service = ServiceUnderTest(process, log, database_url, pbx.settings.recordings.local_dir)
+    service = ServiceUnderTest(process, log, database_url, pbx.settings.recordings.local_dir,
+                               service_env(pbx, database_url, env_extra))
     try:
         await service.wait_for_log("ARI connected")
         await service.wait_for_log("AMI connected")

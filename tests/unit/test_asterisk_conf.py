@@ -25,7 +25,8 @@ from ivr.policy.numbers import dialled_forms
 from ivr.settings import AriSettings, LineSettings, PbxSettings, Settings
 
 SITE = DEFAULT_SOURCE / "testpbx"
-EXTRA = {"agent1_port": "5071", "agent2_port": "5072", "agent_password": "x"}
+EXTRA = {"agent1_port": "5071", "agent2_port": "5072", "agent_password": "x",
+         "customer_port": "5080"}
 Sections = dict[str, list[tuple[str, str]]]
 
 
