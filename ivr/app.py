@@ -10,6 +10,8 @@ from contextlib import aclosing
 from ivr.asterisk.ami import AmiClient
 from ivr.asterisk.ari import AriClient, AriError, Connected
 from ivr.asterisk.ari_events import StasisStart
+from ivr.asterisk.fastagi import FastAgiServer
+from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans
 from ivr.calls.router import CallItems, CallRouter
@@ -50,6 +52,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             router = CallRouter(tasks, handle)
             ami.on_agent_connected(router.dispatch)
             tasks.create_task(_events(deps, router, stop), name="ari-events")
+            fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
+                                    desk_phone_handlers(deps))
+            tasks.create_task(fastagi.serve(), name="fastagi")
             await stop.wait()
             raise _Stopped
     except* _Stopped:

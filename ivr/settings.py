@@ -155,6 +155,13 @@ class PromptSettings(Section):
     sound_prefix: str = Field(default="ivr", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
 
 
+class FastAgiSettings(Section):
+    """The FastAGI server the desk-phone dialplan asks whether a call returns a missed one."""
+
+    bind_address: IPv4Address = IPv4Address("127.0.0.1")
+    port: int = Field(default=4573, ge=1, le=65535)
+
+
 class DialplanSettings(Section):
     """Dialplan contexts the service hands calls to."""
 
@@ -196,6 +203,7 @@ class Settings(BaseSettings):
     prompts: PromptSettings = PromptSettings()
     dialplan: DialplanSettings = DialplanSettings()
     pbx: PbxSettings = PbxSettings()
+    fastagi: FastAgiSettings = FastAgiSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -146,6 +146,18 @@ class Sipp:
                 proc.kill()
                 await proc.wait()
 
+    async def agent_dials(self, number: str, password: str, hold_ms: int = 4000,
+                          timeout_s: int = 60) -> SippResult:
+        """An agent's desk phone (agent1) dials ``number`` and hangs up after ``hold_ms``."""
+        text = _fill((SCENARIOS / "agent-dials.xml").read_text(), {"hold_ms": str(hold_ms)})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"agent-dials-{hold_ms}.xml"
+        path.write_text(text)
+        n = next(_runs)
+        return await self._run(["-sf", str(path), "-s", number, "-au", "agent1", "-ap", password,
+                                "-m", "1", "-i", "127.0.0.1", "-p", str(6090 + 2 * (n % 200)),
+                                "-mp", str(36000 + 4 * (n % 500)), self.pbx], timeout_s)
+
     async def call(self, number: str, caller: str = "031123456", hold_ms: int = 10000,
                    actions: Sequence[Action] = (), calls: int = 1, rate: float = 1.0,
                    limit: int = 1, timeout_s: int = 90) -> SippResult:

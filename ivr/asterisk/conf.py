@@ -45,6 +45,11 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "queue_context": settings.dialplan.queue_context,
         "unconfigured_context": settings.dialplan.unconfigured_context,
         "queue_max_wait": str(settings.dialplan.queue_max_wait),
+        "fastagi": f"{settings.fastagi.bind_address}:{settings.fastagi.port}",
+        "trunk": settings.callbacks.trunk,
+        "recordings_dir": str(settings.recordings.asterisk_dir),
+        "recording_format": settings.recordings.format,
+        "customer_ring_seconds": str(settings.callbacks.customer_ring_seconds),
     }
 
 

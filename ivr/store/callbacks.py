@@ -169,6 +169,12 @@ class Callbacks:
                 select(CallbackAttempt).where(CallbackAttempt.callback_id == callback_id)
                 .order_by(CallbackAttempt.started_at))).scalars())
 
+    async def open_for(self, caller: str) -> uuid.UUID | None:
+        """The open callback for a caller, if there is one."""
+        async with self.db.session() as session:
+            return (await session.execute(select(Callback.id).where(
+                Callback.caller == caller, Callback.status == "open"))).scalar_one_or_none()
+
     # attempts ----------------------------------------------------------------------------
     async def begin_attempt(self, callback_id: uuid.UUID, agent: str,
                             now: datetime) -> tuple[CallbackView, uuid.UUID]:

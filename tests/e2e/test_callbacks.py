@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from testpbx.asterisk import AGENT_PORTS, CUSTOMER_PORT
+from testpbx.asterisk import AGENT_PASSWORD, AGENT_PORTS, CUSTOMER_PORT
 from testpbx.sipp import Action, Pause, Press, Sipp, Speak
 
 pytestmark = pytest.mark.pbx
@@ -30,6 +30,7 @@ MISSED = {
     "left-during-notice": ("040404085", "031000804", (), 1200),
     "revoked": ("040404042", "031000805", DURING_QUESTION, 5000),
     "busy": ("040404066", "031000806", DURING_QUESTION, 5000),
+    "desk-phone": ("040404040", "031000808", DURING_QUESTION, 5000),
 }
 REPEATED_CALLER = "031000807"
 
@@ -175,3 +176,27 @@ async def test_rule_4_a_busy_customer_keeps_the_callback_open_with_a_retry(
     data = json.loads(shown.stdout)
     assert data["attempts"] == 1 and data["next_attempt_at"] is not None
     assert data["attempts_made"][0]["outcome"] == "busy"
+
+
+async def test_rule_5_desk_phone_dial_through_fastagi_applies_and_links_the_decision(
+        service: Any, sipp: Sipp, callbacks: dict[str, dict[str, Any]]) -> None:
+    """The agent dials 031 000 808 from the desk phone: the dialplan asks the service over
+    FastAGI, which links the callback, stores the inherited consent and names the file;
+    the dialplan records."""
+    callback = callbacks["desk-phone"]
+    async with sipp.customer(CUSTOMER_PORT, hold_ms=10000):
+        dialled = await sipp.agent_dials("031000808", AGENT_PASSWORD, hold_ms=4000)
+    assert dialled.ok, dialled.errors()
+    for _ in range(50):
+        shown = json.loads((await service.cli("callbacks", "show", callback["id"],
+                                              "--json")).stdout)
+        if shown["status"] != "open":
+            break
+        await asyncio.sleep(0.2)
+    assert shown["status"] == "done", shown
+    attempt = shown["attempts_made"][0]
+    assert (attempt["agent"], attempt["outcome"]) == ("agent1", "answered")
+    receipt = await callback_receipt(service, attempt["call"])
+    assert receipt["direction"] == "callback" and receipt["decision"] == "consent"
+    assert str(receipt["inherited_from_call_id"]) == callback["calls"][0]
+    assert_recording(service, receipt["file_name"])

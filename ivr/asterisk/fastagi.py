@@ -1,0 +1,117 @@
+"""A FastAGI server that survives what the network throws at it: port scans, peers that
+connect and say nothing (half-open), peers that close mid-header, garbage, huge headers.
+Each connection has a deadline; anything malformed is logged and the connection closed.
+Parsing is in ``agi.py``; the handlers are the service's (one per script name)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from ivr.asterisk.agi import (
+    MAX_HEADER_BYTES,
+    AgiError,
+    AgiRequest,
+    get_variable,
+    parse_reply,
+    set_variable,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AgiSession:
+    """The commands a handler may send on one FastAGI connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 command_timeout: float) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._timeout = command_timeout
+
+    async def _command(self, line: bytes) -> tuple[int, str, str | None]:
+        self._writer.write(line)
+        await self._writer.drain()
+        reply = await asyncio.wait_for(self._reader.readline(), self._timeout)
+        if not reply:
+            raise ConnectionError("the channel left the AGI")
+        return parse_reply(reply)
+
+    async def set(self, name: str, value: str) -> None:
+        code, _, _ = await self._command(set_variable(name, value))
+        if code != 200:
+            raise AgiError(f"SET VARIABLE {name}: {code}")
+
+    async def get(self, name: str) -> str | None:
+        code, result, value = await self._command(get_variable(name))
+        return value if code == 200 and result == "1" else None
+
+
+Handler = Callable[[AgiRequest, AgiSession], Awaitable[None]]
+
+
+class FastAgiServer:
+    def __init__(self, host: str, port: int, handlers: Mapping[str, Handler],
+                 header_timeout: float = 5.0, handler_timeout: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self.handlers = handlers
+        self.header_timeout = header_timeout
+        self.handler_timeout = handler_timeout
+        self.served = 0
+        self.refused = 0
+
+    async def serve(self, ready: asyncio.Event | None = None) -> None:
+        """Accept connections until cancelled."""
+        server = await asyncio.start_server(self._connection, self.host, self.port,
+                                            limit=MAX_HEADER_BYTES)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("FastAGI listening", extra={"address": f"{self.host}:{self.port}"})
+        if ready is not None:
+            ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            request = await self._read_request(reader)
+            if request is None:
+                self.refused += 1
+                return
+            handler = self.handlers.get(request.script)
+            if handler is None:
+                self.refused += 1
+                log.warning("FastAGI script unknown", extra={"script": request.script[:64]})
+                return
+            session = AgiSession(reader, writer, self.header_timeout)
+            await asyncio.wait_for(handler(request, session), self.handler_timeout)
+            self.served += 1
+        except (TimeoutError, ConnectionError, AgiError) as exc:
+            log.warning("FastAGI connection dropped: %s", exc, extra={"peer": str(peer)})
+        except Exception:
+            log.exception("FastAGI handler failed", extra={"peer": str(peer)})
+        finally:
+            writer.close()
+            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest | None:
+        try:
+            block = await asyncio.wait_for(reader.readuntil(b"\n\n"), self.header_timeout)
+        except asyncio.IncompleteReadError:
+            return None  # closed before the header block ended (a scan, a half-open peer)
+        except asyncio.LimitOverrunError:
+            log.warning("FastAGI header block too large")
+            return None
+        except TimeoutError:
+            log.warning("FastAGI peer sent no complete header in time")
+            return None
+        try:
+            return AgiRequest.parse(block[:-2])
+        except AgiError as exc:
+            log.warning("FastAGI request refused: %s", exc)
+            return None
