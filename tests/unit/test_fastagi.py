@@ -1,0 +1,98 @@
+"""The FastAGI server survives port scans, half-open peers, garbage and huge headers, and
+still serves the next real request (issue: desk-phone path of callbacks)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from ivr.asterisk.agi import AgiError, AgiRequest, parse_reply, set_variable
+from ivr.asterisk.fastagi import AgiSession, FastAgiServer
+
+REQUEST = (b"agi_network: yes\nagi_network_script: callback-dial\nagi_channel: PJSIP/agent1-1\n"
+           b"agi_uniqueid: 1795.1\nagi_callerid: agent1\nagi_extension: 031000808\n\n")
+
+
+async def start(handler_calls: list[str]) -> tuple[FastAgiServer, asyncio.Task[None]]:
+    async def dial(request: AgiRequest, agi: AgiSession) -> None:
+        handler_calls.append(request.get("extension") or "")
+        await agi.set("IVR_RECORD", "no")
+
+    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": dial}, header_timeout=0.3,
+                           handler_timeout=2)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready))
+    await ready.wait()
+    return server, task
+
+
+async def real_request(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(REQUEST)
+    command = await asyncio.wait_for(reader.readline(), 2)
+    writer.write(b"200 result=1\n")
+    await writer.drain()
+    await asyncio.wait_for(reader.read(), 2)  # the server closes when done
+    writer.close()
+    return command
+
+
+async def test_hostile_peers_do_not_stop_the_next_real_request() -> None:
+    calls: list[str] = []
+    server, task = await start(calls)
+    try:
+        port = server.port
+        # a port scan: connect, close
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.close()
+        # half-open: connect, say nothing (closed by the server after its header timeout)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r.read(), 2) == b""
+        w.close()
+        # a header cut short, then closed (must not spin)
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"agi_network: yes\nagi_netw")
+        await w.drain()
+        w.close()
+        # garbage, binary, and an oversized header block
+        for junk in (os.urandom(512) + b"\n\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\n\n",
+                     b"agi_x: " + b"a" * 20000 + b"\n\n"):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(junk)
+            await w.drain()
+            assert await asyncio.wait_for(r.read(), 2) == b""
+            w.close()
+        # an unknown script is refused, the connection closed
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(REQUEST.replace(b"callback-dial", b"rm-rf"))
+        assert await asyncio.wait_for(r.read(), 2) == b""
+        w.close()
+        # and a real request is still served
+        command = await real_request(port)
+        assert command == b'SET VARIABLE IVR_RECORD "no"\n'
+        assert calls == ["031000808"]
+        assert server.refused >= 5 and server.served == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_the_server_never_sends_caller_data_as_a_variable() -> None:
+    with pytest.raises(AgiError):
+        set_variable("IVR_RECORD", '"; EXEC System rm -rf /')
+    with pytest.raises(AgiError):
+        set_variable("bad name", "x")
+
+
+def test_replies_and_requests_parse_or_refuse() -> None:
+    assert parse_reply(b"200 result=1 (ANSWER)\n") == (200, "1", "ANSWER")
+    assert parse_reply(b"200 result=0\n") == (200, "0", None)
+    for bad in (b"", b"hello", b"\xff\xfe"):
+        with pytest.raises(AgiError):
+            parse_reply(bad)
+    for bad in (b"", b"not a header", b"agi_x: y\nfoo", b"\xff: x"):
+        with pytest.raises(AgiError):
+            AgiRequest.parse(bad)
