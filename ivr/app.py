@@ -10,7 +10,7 @@ from contextlib import aclosing
 from ivr.asterisk.ami import AmiClient
 from ivr.asterisk.ari import AriClient, AriError, Connected
 from ivr.asterisk.ari_events import StasisStart
-from ivr.asterisk.fastagi import FastAgiServer
+from ivr.asterisk.fastagi import FastAgiServer, FastAgiUnavailable
 from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans
@@ -59,6 +59,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             raise _Stopped
     except* _Stopped:
         log.info("service stopped")
+    except* FastAgiUnavailable as group:
+        raise group.exceptions[0] from None
     finally:
         ami.close()
         await ari.aclose()

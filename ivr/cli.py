@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ivr.asterisk.conf import ConfigError
+    from ivr.asterisk.fastagi import FastAgiUnavailable
     from ivr.notices.catalogue import CatalogueError
     from ivr.store.database import DatabaseUnreachable
     from ivr.store.migrate import MigrationsNotFound
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(explain_settings_error(exc), file=sys.stderr)
         return EXIT_USAGE
     except (CliError, ConfigError, CatalogueError, DatabaseUnreachable, MigrationsNotFound,
-            FileNotFoundError) as exc:
+            FileNotFoundError, FastAgiUnavailable) as exc:
         print(f"ivr: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -22,6 +22,10 @@ from ivr.asterisk.agi import (
 log = logging.getLogger(__name__)
 
 
+class FastAgiUnavailable(RuntimeError):
+    """The FastAGI address cannot be bound (taken, or not this host's)."""
+
+
 class AgiSession:
     """The commands a handler may send on one FastAGI connection."""
 
@@ -65,8 +69,13 @@ class FastAgiServer:
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         """Accept connections until cancelled."""
-        server = await asyncio.start_server(self._connection, self.host, self.port,
-                                            limit=MAX_HEADER_BYTES)
+        try:
+            server = await asyncio.start_server(self._connection, self.host, self.port,
+                                                limit=MAX_HEADER_BYTES)
+        except OSError as exc:
+            raise FastAgiUnavailable(
+                f"FastAGI cannot listen on {self.host}:{self.port}: {exc.strerror}; stop what "
+                "holds the port or set IVR_FASTAGI__PORT") from None
         self.port = server.sockets[0].getsockname()[1]
         log.info("FastAGI listening", extra={"address": f"{self.host}:{self.port}"})
         if ready is not None:

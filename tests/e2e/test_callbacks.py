@@ -200,3 +200,21 @@ async def test_rule_5_desk_phone_dial_through_fastagi_applies_and_links_the_deci
     assert receipt["direction"] == "callback" and receipt["decision"] == "consent"
     assert str(receipt["inherited_from_call_id"]) == callback["calls"][0]
     assert_recording(service, receipt["file_name"])
+
+
+async def test_rule_4_missed_calls_are_told_apart_by_how_they_ended(
+        service: Any, callbacks: dict[str, dict[str, Any]]) -> None:
+    """Trusted signal: the call's own life (closed with no agent having answered). A caller
+    who left during the notice hung up in the IVR; one who waited in the queue for no
+    agent abandoned it."""
+    engine = create_async_engine(service.database_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT m.caller, m.reason, m.callback_id FROM missed_calls m"))).all()
+    finally:
+        await engine.dispose()
+    reasons = {caller: reason for caller, reason, _ in rows}
+    assert reasons["+38631000804"] == "ivr_hangup"  # left during the notice
+    assert reasons["+38631000801"] == "abandoned"  # left the queue
+    assert all(callback_id is not None for _, _, callback_id in rows)
