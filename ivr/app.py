@@ -15,8 +15,10 @@ from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans
 from ivr.calls.router import CallItems, CallRouter
+from ivr.jobs.deletion import DeletionJob
 from ivr.notices.audio import verify
 from ivr.settings import Settings
+from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
 from ivr.store.receipts import CallRecords
@@ -35,7 +37,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     ari = AriClient(settings.ari)
     ami = AmiClient(settings.ami)
     stop = stop or asyncio.Event()
-    deps = CallDeps(settings, ari, ami, CallRecords(db), manifest,
+    audit = AuditLog(db)
+    deps = CallDeps(settings, ari, ami, CallRecords(db, audit), manifest,
                     Callbacks(db, settings.callbacks.window_minutes))
 
     async def handle(start: StasisStart, items: CallItems) -> None:
@@ -55,6 +58,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
                                     desk_phone_handlers(deps))
             tasks.create_task(fastagi.serve(), name="fastagi")
+            if settings.jobs.enabled:
+                tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit),
+                                                 settings.jobs.interval_seconds),
+                                  name="deletion-jobs")
             await stop.wait()
             raise _Stopped
     except* _Stopped:
@@ -65,6 +72,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         ami.close()
         await ari.aclose()
         await db.dispose()
+
+
+async def _deletion_jobs(job: DeletionJob, interval: int) -> None:
+    """Rules 6 and 8, every ``interval`` seconds; a failing run is logged and retried."""
+    while True:
+        try:
+            report = await job.run_once()
+            if report.deleted or report.failed or report.already_gone:
+                log.info("deletion job", extra=report.as_json())
+        except Exception:
+            log.exception("deletion job failed; retried at the next interval")
+        await asyncio.sleep(interval)
 
 
 async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event) -> None:

@@ -96,6 +96,7 @@ async def _dial(args: argparse.Namespace) -> int:
     from ivr.calls.callback import CallbackDialer
     from ivr.calls.inbound import CallDeps
     from ivr.notices.audio import verify
+    from ivr.store.audit import AuditLog
     from ivr.store.callbacks import Callbacks
     from ivr.store.database import Database
     from ivr.store.receipts import CallRecords
@@ -111,7 +112,8 @@ async def _dial(args: argparse.Namespace) -> int:
     ari = AriClient(settings.ari.model_copy(update={"app": app}))
     ami = AmiClient(settings.ami)
     await ami.connect()
-    deps = CallDeps(settings, ari, ami, CallRecords(db), verify(settings.prompts.local_dir),
+    deps = CallDeps(settings, ari, ami, CallRecords(db, AuditLog(db)),
+                    verify(settings.prompts.local_dir),
                     Callbacks(db, settings.callbacks.window_minutes))
     try:
         result = await CallbackDialer(deps, lambda line: print(line, flush=True)).dial(

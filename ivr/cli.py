@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ivr.callbacks_cli import add_parser as add_callbacks
 
     add_callbacks(sub)
+    from ivr.dpo_cli import add_parsers as add_dpo
+
+    add_dpo(sub)
 
     settings = sub.add_parser("settings", help="settings").add_subparsers(
         dest="settings_command", required=True, metavar="ACTION")

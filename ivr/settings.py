@@ -162,6 +162,13 @@ class FastAgiSettings(Section):
     port: int = Field(default=4573, ge=1, le=65535)
 
 
+class JobsSettings(Section):
+    """The deadline jobs inside ``ivr serve`` (``ivr jobs run-once`` for cron)."""
+
+    interval_seconds: int = Field(default=300, ge=5, le=24 * 3600)
+    enabled: bool = True
+
+
 class DialplanSettings(Section):
     """Dialplan contexts the service hands calls to."""
 
@@ -204,6 +211,7 @@ class Settings(BaseSettings):
     dialplan: DialplanSettings = DialplanSettings()
     pbx: PbxSettings = PbxSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
+    jobs: JobsSettings = JobsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -74,6 +74,8 @@ def desk_phone_handlers(deps: CallDeps) -> dict[str, Handler]:
         if recording is not None:
             await agi.set("IVR_RECORDING_FILE", recording.file_name)
             await agi.set("IVR_RECORD", "yes")
+            # The dialplan starts MixMonitor right after this answer.
+            await deps.records.recording_started(recording.file_name, "dialplan", now())
         log.info("desk-phone callback linked", extra={
             "call": channel_id, "callback": str(callback_id), "record": recording is not None})
 

@@ -208,6 +208,36 @@ class Recording(Base):
     deleted_at: Mapped[datetime | None]
     deleted_sha256: Mapped[str | None]
     deletion_reason: Mapped[str | None]
+    # A file that could not be deleted: retried by every job run, flagged for people.
+    deletion_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    deletion_error: Mapped[str | None]
+    deletion_flagged_at: Mapped[datetime | None]
+
+
+class DeletionCertificate(Base):
+    """Proof of one recording's deletion (rules 6 and 8): what, when, the file's hash, the
+    reason and its deadline, and whether the deadline was met."""
+
+    __tablename__ = "deletion_certificates"
+    __table_args__ = (
+        CheckConstraint(one_of("reason", DELETION_REASONS), name="reason"),
+        CheckConstraint(matches("file_sha256", SHA256), name="file_sha256"),
+        CheckConstraint("(reason = 'revocation') = (revocation_id IS NOT NULL)",
+                        name="revocation_has_id"),
+        Index("ix_deletion_certificates_revocation_id", "revocation_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    recording_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("recordings.id"), unique=True)
+    revocation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("revocations.id"))
+    reason: Mapped[str]
+    file_name: Mapped[str]
+    file_sha256: Mapped[str | None]  # None: the file was already gone
+    file_existed: Mapped[bool]
+    deleted_at: Mapped[datetime]
+    deadline: Mapped[datetime]
+    met: Mapped[bool]
+    created_at: Mapped[datetime] = _created_at()
 
 
 class MissedCall(Base):

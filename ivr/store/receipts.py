@@ -16,6 +16,7 @@ from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ivr.flow.commands import Receipt
+from ivr.store.audit import AuditLog
 from ivr.store.database import Database
 from ivr.store.models import Call, Decision, Recording
 
@@ -59,8 +60,9 @@ class ClosedCall:
 
 
 class CallRecords:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
         self.db = db
+        self.audit = audit
 
     async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
         """Insert the call; ``False`` if its channel was already recorded (a replayed event)."""
@@ -101,8 +103,13 @@ class CallRecords:
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:
         async with self.db.session() as session, session.begin():
-            await session.execute(update(Recording).where(Recording.file_name == file_name)
-                                  .values(mixmonitor_id=mixmonitor_id, started_at=at))
+            recording_id = (await session.execute(
+                update(Recording).where(Recording.file_name == file_name)
+                .values(mixmonitor_id=mixmonitor_id, started_at=at)
+                .returning(Recording.id))).scalar_one_or_none()
+            if self.audit is not None and recording_id is not None:
+                await self.audit.append(session, "service", "recording_created", "recording",
+                                        str(recording_id), {"file": file_name})
 
     async def close_orphan(self, channel_id: str, reason: str) -> None:
         """Close the record of a call that lost its task (the service restarted), with

@@ -27,6 +27,7 @@ TABLES = {
     "callback_attempts",
     "revocations",
     "audit_log",
+    "deletion_certificates",
 }
 VERSIONS = PROJECT_DIR / "migrations" / "versions"
 

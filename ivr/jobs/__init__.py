@@ -1,0 +1,1 @@
+"""Jobs that enforce deadlines: retention deletion (rule 6), revocation deletion (rule 8)."""
