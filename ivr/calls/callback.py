@@ -27,7 +27,8 @@ from ivr.asterisk.ari_events import (
     StasisStart,
     channel_of,
 )
-from ivr.calls.inbound import CallDeps, InboundCallRunner, now, plan_recording
+from ivr.calls.inbound import CallDeps, InboundCallRunner, now
+from ivr.calls.inherited import store_inherited
 from ivr.calls.router import CallItem
 from ivr.flow import commands as cmd
 from ivr.flow import events as ev
@@ -228,20 +229,7 @@ class CallbackDialer:
                          started: Any) -> bool:
         """Rule 5: the notice is not repeated; the decision is the returned call's."""
         settings = self.deps.settings
-        decision = (cmd.Decision(inheritance.basis) if inheritance.record and inheritance.basis
-                    else cmd.Decision.NO_CONSENT if line.kind is LineKind.SERVICE
-                    else None)
-        recording = None
-        if decision is not None:
-            receipt = cmd.Receipt(decision=decision, digit=None, digit_at=None,
-                                  notice_started_at=None, notice_ended_at=None,
-                                  question_started_at=None, decided_at=now(), played=(),
-                                  record=inheritance.record)
-            if inheritance.record:
-                recording = plan_recording(settings, call_uuid, decision.value)
-            await self.deps.records.store_decision(
-                call_uuid, line.kind.value, receipt, [], recording,
-                uuid.UUID(inheritance.inherited_from) if inheritance.inherited_from else None)
+        recording = await store_inherited(self.deps, call_uuid, line, inheritance)
         recorded = False
         if recording is not None:
             path = PurePosixPath(settings.recordings.asterisk_dir) / recording.file_name

@@ -16,8 +16,8 @@ import uuid
 from ivr.asterisk.agi import AgiRequest
 from ivr.asterisk.fastagi import AgiSession, Handler
 from ivr.calls.caller import printable
-from ivr.calls.inbound import CallDeps, now, plan_recording
-from ivr.flow import commands as cmd
+from ivr.calls.inbound import CallDeps, now
+from ivr.calls.inherited import store_inherited
 from ivr.policy.lines import LineKind
 from ivr.policy.numbers import InvalidNumber, to_e164
 from ivr.store.callbacks import CallbackError
@@ -55,19 +55,7 @@ def desk_phone_handlers(deps: CallDeps) -> dict[str, Handler]:
             dialled=customer, caller=customer, caller_withheld=False, caller_raw=customer,
             line_name=line.name, line_kind=line.kind.value, started_at=now()),
             direction="callback")
-        record = inheritance.record and not inheritance.notice_required
-        decision = (cmd.Decision(inheritance.basis) if record and inheritance.basis else
-                    cmd.Decision.NO_CONSENT if line.kind is LineKind.SERVICE else None)
-        recording = plan_recording(settings, call_id, decision.value) if (
-            record and decision is not None) else None
-        if decision is not None:
-            receipt = cmd.Receipt(decision=decision, digit=None, digit_at=None,
-                                  notice_started_at=None, notice_ended_at=None,
-                                  question_started_at=None, decided_at=now(), played=(),
-                                  record=record)
-            await deps.records.store_decision(
-                call_id, line.kind.value, receipt, [], recording,
-                uuid.UUID(inheritance.inherited_from) if inheritance.inherited_from else None)
+        recording = await store_inherited(deps, call_id, line, inheritance)
         await agi.set("IVR_CALLBACK_ID", str(callback_id))
         await agi.set("IVR_ATTEMPT_ID", str(attempt_id))
         await agi.set("IVR_CALL_ID", str(call_id))

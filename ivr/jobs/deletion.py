@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,6 +75,13 @@ class DeletionJob:
         await self.revocations(now, report)
         return report
 
+    def retention_deadline(self, recording: Recording) -> datetime:
+        """The end of the (local) day the retention ends on: the job selects a recording
+        only once ``expires_at`` has passed, so that instant itself could never be met. A
+        period of months ends with the last instant of its last day."""
+        tz = self.settings.timezone
+        return deadline_end(recording.expires_at.astimezone(ZoneInfo(tz)).date(), tz)
+
     # rule 6 ------------------------------------------------------------------------------
     async def retention(self, now: datetime, report: DeletionReport) -> None:
         failed: set[uuid.UUID] = set()
@@ -88,7 +96,7 @@ class DeletionJob:
                 recordings = (await session.execute(query)).scalars().all()
                 for recording in recordings:
                     ok = await self._delete(session, recording, "retention", None,
-                                            recording.expires_at, now, report)
+                                            self.retention_deadline(recording), now, report)
                     if not ok:
                         failed.add(recording.id)
             if not recordings:

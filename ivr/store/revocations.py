@@ -46,7 +46,9 @@ class Revocations:
             session.add(revocation)
             counts = dict((await session.execute(
                 select(Recording.basis, func.count()).join(Call, Call.id == Recording.call_id)
-                .where(Call.caller == caller, Recording.deleted_at.is_(None))
+                .where(Call.caller == caller, Recording.deleted_at.is_(None),
+                       # as the deletion job counts them: made up to the receipt
+                       Recording.started_at <= received_at)
                 .group_by(Recording.basis))).all())
             changed = await session.execute(update(Callback).where(
                 Callback.caller == caller, Callback.status == "open", Callback.record.is_(True))

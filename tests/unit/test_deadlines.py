@@ -207,3 +207,64 @@ def test_rule_6_a_wall_time_that_exists_twice_takes_the_earlier_instant() -> Non
 def test_rule_6_refuses_a_naive_creation_time() -> None:
     with pytest.raises(ValueError, match="time zone"):
         retention_expiry(datetime(2026, 8, 31, 10, 0), 6, "Europe/Ljubljana")
+
+
+# Rule 8: the holidays the issue names, counted by hand and cross-checked ----------------
+
+def _holidays_package_deadline(received_day: date, days: int) -> date:
+    """The deadline as the holidays package counts it (its own working-day arithmetic)."""
+    calendar = holidays.country_holidays("SI", years=range(received_day.year,
+                                                            received_day.year + 2))
+    return calendar.get_nth_working_day(received_day, days)
+
+
+@pytest.mark.parametrize(("received", "holiday", "holiday_name", "expected"), [
+    # Fri 26 Mar 2027; Sat 27, Sun 28 (Easter), Mon 29 Easter Monday; day 1 Tue 30,
+    # 2 Wed 31, 3 Thu 1 Apr, 4 Fri 2 Apr, (Sat 3, Sun 4), 5 Mon 5 Apr.
+    (date(2027, 3, 26), date(2027, 3, 29), "Easter Monday", date(2027, 4, 5)),
+    # Thu 24 Jun 2027; Fri 25 Statehood Day, Sat 26, Sun 27; day 1 Mon 28, 2 Tue 29,
+    # 3 Wed 30, 4 Thu 1 Jul, 5 Fri 2 Jul.
+    (date(2027, 6, 24), date(2027, 6, 25), "Statehood Day", date(2027, 7, 2)),
+    # Wed 24 Jun 2026; Thu 25 Statehood Day; day 1 Fri 26, (27, 28), 2 Mon 29, 3 Tue 30,
+    # 4 Wed 1 Jul, 5 Thu 2 Jul.
+    (date(2026, 6, 24), date(2026, 6, 25), "Statehood Day", date(2026, 7, 2)),
+    # Mon 30 Oct 2028; Tue 31 Reformation Day, Wed 1 Nov Remembrance Day; day 1 Thu 2,
+    # 2 Fri 3, (4, 5), 3 Mon 6, 4 Tue 7, 5 Wed 8 Nov.
+    (date(2028, 10, 30), date(2028, 10, 31), "Reformation Day", date(2028, 11, 8)),
+    # Fri 22 Dec 2028; Sat 23, Sun 24, Mon 25 Christmas, Tue 26 Independence and Unity
+    # Day; day 1 Wed 27, 2 Thu 28, 3 Fri 29, (Sat 30, Sun 31, Mon 1 Jan, Tue 2 Jan 2029
+    # New Year), 4 Wed 3 Jan, 5 Thu 4 Jan 2029.
+    (date(2028, 12, 22), date(2028, 12, 26), "Independence and Unity Day",
+     date(2029, 1, 4)),
+])
+def test_rule_8_five_working_days_from_the_working_day_before_a_named_holiday(
+        received: date, holiday: date, holiday_name: str, expected: date) -> None:
+    si = holidays.country_holidays("SI", years=holiday.year)
+    assert holiday_name in si.get_list(holiday)
+    assert is_working_day(received) and not is_working_day(holiday)
+    deadline = working_days_after(local(received.year, received.month, received.day), 5)
+    assert deadline == expected
+    assert _holidays_package_deadline(received, 5) == expected
+
+
+@pytest.mark.parametrize(("friday", "holiday_monday", "expected"), [
+    # Fri 26 Mar 2027 19:30 CET (18:30 UTC) is still Friday: Mon 29 Easter Monday;
+    # Tue 30, Wed 31, Thu 1, Fri 2 Apr, Mon 5 Apr.
+    (date(2027, 3, 26), date(2027, 3, 29), date(2027, 4, 5)),
+    # Fri 29 Oct 2027 19:30 CEST (17:30 UTC): Sun 31 Reformation Day, Mon 1 Nov
+    # Remembrance Day; Tue 2, Wed 3, Thu 4, Fri 5, Mon 8 Nov.
+    (date(2027, 10, 29), date(2027, 11, 1), date(2027, 11, 8)),
+    # Fri 5 Feb 2027 19:30 CET: Mon 8 Feb Preseren Day; Tue 9 .. Fri 12, Mon 15 Feb.
+    (date(2027, 2, 5), date(2027, 2, 8), date(2027, 2, 15)),
+])
+def test_rule_8_received_on_a_friday_evening_before_a_holiday_monday(
+        friday: date, holiday_monday: date, expected: date) -> None:
+    assert friday.weekday() == 4 and holiday_monday.weekday() == 0
+    assert not is_working_day(holiday_monday)
+    evening = local(friday.year, friday.month, friday.day, 19, 30)
+    assert evening.astimezone(UTC).date() == friday  # the same day in UTC as well
+    assert working_days_after(evening, 5) == expected
+    assert working_days_after(evening.astimezone(UTC), 5) == expected
+    assert _holidays_package_deadline(friday, 5) == expected
+    # Day 1 is the Tuesday after the holiday Monday, not the Monday.
+    assert working_days_after(evening, 1) == holiday_monday + timedelta(days=1)
