@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import replace
+from typing import Any
 
 from ivr.asterisk.ami import AmiClient
 from ivr.asterisk.ari import AriClient, AriError, Connected
 from ivr.asterisk.ari_events import StasisStart
 from ivr.asterisk.fastagi import FastAgiServer, FastAgiUnavailable
+from ivr.calls.callback import CallbackDialer
 from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans
@@ -58,6 +63,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
                                     desk_phone_handlers(deps))
             tasks.create_task(fastagi.serve(), name="fastagi")
+            if settings.web.enabled:
+                tasks.create_task(_console(settings, db, audit, deps, tasks), name="console")
             if settings.jobs.enabled:
                 tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit),
                                                  settings.jobs.interval_seconds),
@@ -72,6 +79,43 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         ami.close()
         await ari.aclose()
         await db.dispose()
+
+
+async def _console(settings: Settings, db: Database, audit: AuditLog, deps: CallDeps,
+                   tasks: asyncio.TaskGroup) -> None:
+    """The web console on its own address, in the service's TaskGroup."""
+    import uvicorn
+
+    from ivr.web.app import create_app, templates
+    from ivr.web.auth import Sessions, Users
+    from ivr.web.console import Console
+
+    async def dial(callback_id: str, agent: str, progress: Callable[[str], None]) -> None:
+        app_name = f"{settings.ari.app}-dial-{uuid.uuid4().hex[:8]}"
+        ari = AriClient(settings.ari.model_copy(update={"app": app_name}))
+        try:
+            await CallbackDialer(replace(deps, ari=ari), progress).dial(
+                uuid.UUID(callback_id), agent)
+        except Exception as exc:
+            progress(f"failed: {exc}")
+            log.exception("callback from the console failed", extra={"callback": callback_id})
+        finally:
+            await ari.aclose()
+
+    def spawn(work: Awaitable[Any], name: str) -> None:
+        tasks.create_task(work, name=name)  # type: ignore[arg-type]
+
+    console = Console(settings, db, audit, Users(db, audit), Sessions(db), deps.callbacks,
+                      templates(), dial=dial, spawn=spawn)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(console), host=str(settings.web.bind_address), port=settings.web.port,
+        log_config=None, access_log=False, lifespan="off"))
+    log.info("console listening", extra={
+        "address": f"http://{settings.web.bind_address}:{settings.web.port}"})
+    try:
+        await server.serve()
+    finally:
+        server.should_exit = True
 
 
 async def _deletion_jobs(job: DeletionJob, interval: int) -> None:

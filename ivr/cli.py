@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ivr.dpo_cli import add_parsers as add_dpo
 
     add_dpo(sub)
+    from ivr.users_cli import add_parser as add_users
+
+    add_users(sub)
 
     settings = sub.add_parser("settings", help="settings").add_subparsers(
         dest="settings_command", required=True, metavar="ACTION")

@@ -162,6 +162,16 @@ class FastAgiSettings(Section):
     port: int = Field(default=4573, ge=1, le=65535)
 
 
+class WebSettings(Section):
+    """The web console for agents, the DPO and trainers."""
+
+    enabled: bool = True
+    bind_address: IPv4Address = IPv4Address("127.0.0.1")
+    port: int = Field(default=8080, ge=1, le=65535)
+    session_hours: int = Field(default=8, ge=1, le=24)
+    secure_cookies: bool = False  # set true behind TLS
+
+
 class JobsSettings(Section):
     """The deadline jobs inside ``ivr serve`` (``ivr jobs run-once`` for cron)."""
 
@@ -212,6 +222,7 @@ class Settings(BaseSettings):
     pbx: PbxSettings = PbxSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
     jobs: JobsSettings = JobsSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(

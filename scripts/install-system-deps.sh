@@ -19,6 +19,7 @@ declare -A wanted=(
   [sox]=sox
   [psql]=postgresql-client
   [ss]=iproute2
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -360,3 +360,53 @@ class AuditEntry(Base):
     )
     prev_hash: Mapped[str] = mapped_column(unique=True)
     hash: Mapped[str] = mapped_column(unique=True)
+
+
+# The web console's people and their sessions (issue 6).
+CONSOLE_ROLES = ("agent", "dpo", "trainer", "admin")
+CONSOLE_LANGUAGES = ("sl", "en")
+CONSOLE_USERNAME = r"^[a-z0-9][a-z0-9._-]{1,63}$"
+AGENT_ENDPOINT = r"^[A-Za-z0-9_-]{1,64}$"  # a PJSIP endpoint, e.g. agent1
+
+
+class ConsoleUser(Base):
+    """Someone who logs in to the web console, with one role. Disabled, never deleted:
+    the audit log names them."""
+
+    __tablename__ = "console_users"
+    __table_args__ = (
+        CheckConstraint(matches("username", CONSOLE_USERNAME), name="username"),
+        CheckConstraint(one_of("role", CONSOLE_ROLES), name="role"),
+        CheckConstraint(matches("agent_endpoint", AGENT_ENDPOINT), name="agent_endpoint"),
+        CheckConstraint(one_of("language", CONSOLE_LANGUAGES), name="language"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    username: Mapped[str] = mapped_column(unique=True)
+    password_hash: Mapped[str]  # argon2id, in the PHC string format
+    role: Mapped[str]
+    agent_endpoint: Mapped[str | None]
+    language: Mapped[str] = mapped_column(default="sl", server_default="sl")
+    created_at: Mapped[datetime] = _created_at()
+    disabled_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A server-side login session. Only the SHA-256 of the cookie's token is stored, so
+    a copy of the table opens no session."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (
+        CheckConstraint(matches("token_hash", SHA256), name="token_hash"),
+        Index("ix_console_sessions_user_id", "user_id"),
+        Index("ix_console_sessions_expires_at", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    token_hash: Mapped[str] = mapped_column(unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("console_users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str]
+    created_at: Mapped[datetime] = _created_at()
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    expires_at: Mapped[datetime]

@@ -28,6 +28,8 @@ TABLES = {
     "revocations",
     "audit_log",
     "deletion_certificates",
+    "console_users",
+    "console_sessions",
 }
 VERSIONS = PROJECT_DIR / "migrations" / "versions"
 

@@ -226,6 +226,6 @@ class ServiceRunner:
         return running_service(self.pbx, url, log, short_prompts(self.pbx) if short else {})
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def service_runner(pbx: Asterisk, new_database: Any) -> ServiceRunner:
     return ServiceRunner(pbx, new_database)
