@@ -118,6 +118,14 @@ class ServiceUnderTest:
         finally:
             await engine.dispose()
 
+    async def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        engine = create_async_engine(self.database_url, poolclass=pool.NullPool)
+        try:
+            async with engine.connect() as conn:
+                return [dict(r) for r in (await conn.execute(text(sql), params)).mappings()]
+        finally:
+            await engine.dispose()
+
     async def call_record(self, caller_raw: str, wait: float = 60.0) -> dict[str, Any]:
         """The stored call whose caller ID arrived as ``caller_raw``."""
         for record in await self.all_call_records(wait):

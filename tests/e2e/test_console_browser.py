@@ -45,9 +45,11 @@ async def console(service_runner: Any, tmp_path_factory: pytest.TempPathFactory,
                 subprocess.run, [sys.executable, "-m", "ivr", *args], input=PASSWORD + "\n",
                 env=service.env, capture_output=True, text=True, timeout=60)
             assert added.returncode == 0, added.stderr
-        missed = await sipp.call("040404040", caller="031000990",
-                                 actions=(Pause(3800), Press("1")), hold_ms=4000)
-        assert missed.ok
+        missed, sales = await asyncio.gather(
+            sipp.call("040404040", caller="031000990", actions=(Pause(3800), Press("1")),
+                      hold_ms=4000),
+            sipp.call("040404045", caller="031000991", hold_ms=5000))
+        assert missed.ok and sales.ok
         await service.all_call_records()
         yield service
 
@@ -149,6 +151,52 @@ async def test_the_agent_places_a_callback_from_the_queue(console: Any, browser:
     await page.goto(f"{CONSOLE}/agent?placed={callback_id}")
     assert "customer answered" in await page.inner_text("#progress")
     await shot(page, "agent-callback-placed")
+
+
+async def test_the_trainer_plays_sales_recordings_only_and_each_play_is_audited(
+        console: Any, browser: Browser) -> None:
+    records = {r["caller_raw"]: r for r in await console.all_call_records()}
+    sales, consent = records["031000991"], records["031000990"]
+    page = await logged_in(browser, "trainer")
+    assert sales["file_name"] in await page.inner_text("table")
+    assert consent["file_name"] not in await page.content()  # rule 7: never offered
+    sales_id = await recording_id(console, sales["file_name"])
+    consent_id = await recording_id(console, consent["file_name"])
+    played = await page.request.get(f"{CONSOLE}/trainer/recordings/{sales_id}/audio")
+    assert played.status == 200 and (await played.body())[:4] == b"RIFF"
+    refused = await page.request.get(f"{CONSOLE}/trainer/recordings/{consent_id}/audio")
+    assert refused.status == 404
+    accesses = await audit_actions(console, "recording_accessed")
+    assert [(a["subject_id"], a["details"]["purpose"]) for a in accesses] == [
+        (sales_id, "training")]
+    await shot(page, "trainer")
+
+
+async def test_the_dpo_downloads_a_subject_export(console: Any, browser: Browser) -> None:
+    page = await logged_in(browser, "dpo")
+    await page.goto(f"{CONSOLE}/dpo?number=031000990")
+    assert "consent" in await page.inner_text("table >> nth=-1")
+    async with page.expect_download() as download_info:
+        await page.click("#export")
+    download = await download_info.value
+    path = await download.path()
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        calls = json.loads(archive.read("calls.json"))
+    assert {c["caller"] for c in calls} == {"+38631000990"}
+    assert await audit_actions(console, "subject_exported")
+
+
+async def recording_id(console: Any, file_name: str) -> str:
+    rows = await console.query("SELECT id FROM recordings WHERE file_name = :f",
+                               {"f": file_name})
+    return str(rows[0]["id"])
+
+
+async def audit_actions(console: Any, action: str) -> list[dict[str, Any]]:
+    return await console.query("SELECT subject_id, details FROM audit_log WHERE action = :a"
+                               " ORDER BY id", {"a": action})
 
 
 def test_screenshots_are_linked_from_the_readme() -> None:
