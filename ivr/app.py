@@ -27,6 +27,7 @@ from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
 from ivr.store.receipts import CallRecords
+from ivr.web.auth import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 tasks.create_task(_console(settings, db, audit, deps, tasks), name="console")
             if settings.jobs.enabled:
                 tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit),
-                                                 settings.jobs.interval_seconds),
+                                                 settings.jobs.interval_seconds, Sessions(db)),
                                   name="deletion-jobs")
             await stop.wait()
             raise _Stopped
@@ -87,7 +88,7 @@ async def _console(settings: Settings, db: Database, audit: AuditLog, deps: Call
     import uvicorn
 
     from ivr.web.app import create_app, templates
-    from ivr.web.auth import Sessions, Users
+    from ivr.web.auth import Users
     from ivr.web.console import Console
 
     async def dial(callback_id: str, agent: str, progress: Callable[[str], None]) -> None:
@@ -118,13 +119,15 @@ async def _console(settings: Settings, db: Database, audit: AuditLog, deps: Call
         server.should_exit = True
 
 
-async def _deletion_jobs(job: DeletionJob, interval: int) -> None:
-    """Rules 6 and 8, every ``interval`` seconds; a failing run is logged and retried."""
+async def _deletion_jobs(job: DeletionJob, interval: int, sessions: Sessions) -> None:
+    """Rules 6 and 8, every ``interval`` seconds; a failing run is logged and retried.
+    Expired console sessions are purged on the same beat."""
     while True:
         try:
             report = await job.run_once()
             if report.deleted or report.failed or report.already_gone:
                 log.info("deletion job", extra=report.as_json())
+            await sessions.purge()
         except Exception:
             log.exception("deletion job failed; retried at the next interval")
         await asyncio.sleep(interval)

@@ -118,6 +118,8 @@ def describe(pbx: Asterisk, service: Service, settings: Settings) -> str:
         f"                logs {pbx.messages_log} and {pbx.console_log}",
         f"  ivr serve     pid {service.running_pid()}  log {service.log} (JSON lines)",
         f"  PostgreSQL    {settings.database.url.get_secret_value().rsplit('@', 1)[-1]}",
+        f"  console       http://{settings.web.bind_address}:{settings.web.port} (a user: "
+        ".venv/bin/ivr users add NAME --role dpo --password-stdin)",
         f"  settings      {USER_SETTINGS} (so .venv/bin/ivr works from here with no environment)",
         "  call it:      .venv/bin/python -m testpbx call 040404040 --press 1 --at 20000",
         "  stop it:      make down",

@@ -22,6 +22,7 @@ class ReturnedCall:
     decision: str | None  # legal_basis | consent | refusal | no_consent | None
     notice_completed: bool
     missed_at: datetime
+    notice_ended_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Inheritance:
     notice_line: LineKind | None
     inherited_from: str | None
     reason: str
+    notice_at: datetime | None = None  # when the returned call's notice ended
 
 
 def _allows(call: ReturnedCall) -> str | None:
@@ -78,18 +80,19 @@ def inherit(calls: Sequence[ReturnedCall], revoked_since: datetime | None) -> In
         refused = next(c for c, b in zip(ordered, bases, strict=True) if b is None)
         return Inheritance(False, None, False, None, refused.call_id,
                            f"{refused.decision or 'no decision'} on the returned call: "
-                           "NOT recorded, do not repeat the notice")
+                           "NOT recorded, do not repeat the notice", refused.notice_ended_at)
     basis = "consent" if "consent" in bases else "legal_basis"
     source = next(c.call_id for c, b in zip(reversed(ordered), reversed(bases), strict=True)
                   if b == basis)
+    notice_at = next(c.notice_ended_at for c in ordered if c.call_id == source)
     if basis == "consent" and revoked_since is not None:
         return Inheritance(False, None, False, None, source,
-                           "consent revoked since the call: NOT recorded")
+                           "consent revoked since the call: NOT recorded", notice_at)
     reason = ("consent given on the returned call: this call WILL be recorded, do not "
               "repeat the notice" if basis == "consent" else
               "sales line, evidence of a transaction: this call WILL be recorded, do not "
               "repeat the notice")
-    return Inheritance(True, basis, False, None, source, reason)
+    return Inheritance(True, basis, False, None, source, reason, notice_at)
 
 
 def due_at(first_missed: datetime, window_minutes: int) -> datetime:

@@ -113,12 +113,13 @@ class Callbacks:
     async def inheritance(self, session: AsyncSession, callback: Callback) -> Inheritance:
         rows = (await session.execute(
             select(MissedCall.call_id, MissedCall.missed_at, Call.line_kind,
-                   Call.notice_completed, Decision.decision)
+                   Call.notice_completed, Decision.decision, Decision.notice_ended_at)
             .join(Call, Call.id == MissedCall.call_id)
             .outerjoin(Decision, Decision.call_id == MissedCall.call_id)
             .where(MissedCall.callback_id == callback.id))).all()
         calls = [ReturnedCall(str(r.call_id), LineKind(r.line_kind), r.decision,
-                              bool(r.notice_completed), r.missed_at) for r in rows]
+                              bool(r.notice_completed), r.missed_at, r.notice_ended_at)
+                 for r in rows]
         first = min(c.missed_at for c in calls)
         revoked = (await session.execute(
             select(func.min(Revocation.received_at))

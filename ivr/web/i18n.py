@@ -22,6 +22,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "recordings": "Prodajni posnetki (izobraževanje)", "play": "Predvajaj",
         "placed": "Klic je vzpostavljen", "forbidden": "Dostop zavrnjen.",
         "dpo": "Pooblaščena oseba", "agent": "Agent", "trainer": "Izobraževanje",
+        "notice_at": "obvestilo podano ob {time}",
         "d_consent": "soglasje DA na vrnjenem klicu: ta klic BO posnet, obvestila ne ponavljajte",
         "d_sales": "prodajna linija (dokaz o poslu): ta klic BO posnet, obvestila ne ponavljajte",
         "d_not": "soglasje NE ({decision}): klic NE bo posnet, obvestila ne ponavljajte",
@@ -47,6 +48,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "recordings": "Sales recordings (training)", "play": "Play",
         "placed": "Call placed", "forbidden": "Access refused.",
         "dpo": "DPO", "agent": "Agent", "trainer": "Training",
+        "notice_at": "notice given at {time}",
         "d_consent": "consent yes on the returned call: this call WILL be recorded, do not "
                      "repeat the notice",
         "d_sales": "sales line (evidence of a transaction): this call WILL be recorded, do "

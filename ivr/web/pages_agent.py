@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -21,16 +22,21 @@ router = APIRouter(prefix="/agent")
 Agent = Annotated[SessionInfo, role("agent")]
 
 
-def plain_words(view: CallbackView, t: dict[str, str]) -> str:
-    """The decision as the agent needs it before dialling, in the console's language."""
+def plain_words(view: CallbackView, t: dict[str, str], local: Callable[..., str]) -> str:
+    """The decision as the agent needs it before dialling, in the console's language, e.g.
+    "notice given at 10:42, consent yes: this call WILL be recorded, ..."."""
     inheritance = view.inheritance
     if inheritance.notice_required:
         return t["d_notice"]
     if inheritance.record:
-        return t["d_consent"] if inheritance.basis == "consent" else t["d_sales"]
-    if "revoked" in inheritance.reason:
-        return t["d_revoked"]
-    return t["d_not"].format(decision=inheritance.reason.split(" on the returned")[0])
+        words = t["d_consent"] if inheritance.basis == "consent" else t["d_sales"]
+    elif "revoked" in inheritance.reason:
+        words = t["d_revoked"]
+    else:
+        words = t["d_not"].format(decision=inheritance.reason.split(" on the returned")[0])
+    if inheritance.notice_at is not None:
+        words = t["notice_at"].format(time=local(inheritance.notice_at, "%H:%M")) + ", " + words
+    return words
 
 
 @router.get("")
@@ -44,7 +50,7 @@ async def queue(request: Request, me: Agent) -> Response:
             "id": str(view.id), "caller": view.caller, "lines": view.lines,
             "due_local": console.local(view.due_at), "overload": view.overload,
             "minutes_left": int((view.due_at - now).total_seconds() // 60),
-            "record": view.record, "words": plain_words(view, t),
+            "record": view.record, "words": plain_words(view, t, console.local),
             "attempts": view.attempts, "outcome": view.outcome})
     placed = request.query_params.get("placed", "")
     return console.render(request, "agent.html", me, callbacks=rows,

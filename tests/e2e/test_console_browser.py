@@ -135,7 +135,9 @@ async def test_the_agent_places_a_callback_from_the_queue(console: Any, browser:
                                                           sipp: Sipp) -> None:
     page = await logged_in(browser, "agent1")
     row = page.locator("tr", has_text="+38631000990")
-    assert "BO posnet" in await row.inner_text()  # Slovenian first: "WILL be recorded"
+    words = await row.inner_text()
+    assert "BO posnet" in words  # Slovenian first: "WILL be recorded"
+    assert "obvestilo podano ob" in words  # "notice given at HH:MM"
     async with sipp.agent(AGENT_PORTS["agent1"]), sipp.customer(CUSTOMER_PORT, hold_ms=3000):
         await row.locator("button").click()
         await page.wait_for_load_state()
