@@ -27,7 +27,7 @@ OURS = "# Written by the test PBX harness"
 
 
 class Service:
-    """``ivr serve`` running in the background."""
+    """``ivr serve`` running in the background under a supervisor that restarts it."""
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
@@ -46,7 +46,9 @@ class Service:
         env = {**os.environ, "IVR_CONFIG": str(self.paths.settings_file)}
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=env,
+            # Supervised like systemd's Restart=on-failure (deploy/ivr.service).
+            proc = subprocess.Popen([sys.executable, "-m", "testpbx.supervise", "--",
+                                     sys.executable, "-m", "ivr", "serve"], env=env,
                                     stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.write_text(f"{proc.pid}\n")
