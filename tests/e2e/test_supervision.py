@@ -73,3 +73,23 @@ def test_no_secret_reaches_a_log(pbx: Asterisk) -> None:
             for secret in secrets:
                 assert secret not in text, f"{secret[:3]}... appears in {log}"
     assert checked >= 2
+
+
+async def test_every_listening_port_is_bound_to_the_configured_address(
+        pbx: Asterisk, service_runner: Any, tmp_path: Path) -> None:
+    """SIP, ARI (HTTP), AMI, FastAGI and the console listen on 127.0.0.1 only."""
+    import subprocess
+
+    async with service_runner.database() as url, service_runner.run(
+            url, tmp_path / "service.log"):
+        listening = subprocess.run(["ss", "-H", "-lntu"], capture_output=True, text=True,
+                                   check=True).stdout.splitlines()
+    ports = {"5060", "8088", "5038", "4573", "8080"}
+    seen: dict[str, str] = {}
+    for line in listening:
+        local = line.split()[4]
+        address, _, port = local.rpartition(":")
+        if port in ports:
+            seen[port] = address
+    assert set(seen) == ports, seen
+    assert all(address == "127.0.0.1" for address in seen.values()), seen
