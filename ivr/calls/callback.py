@@ -28,13 +28,13 @@ from ivr.asterisk.ari_events import (
     channel_of,
 )
 from ivr.calls.inbound import CallDeps, InboundCallRunner, now
-from ivr.calls.inherited import store_inherited
+from ivr.calls.inherited import callback_line, store_inherited
 from ivr.calls.router import CallItem
 from ivr.flow import commands as cmd
 from ivr.flow import events as ev
 from ivr.flow.inbound import Consent, Segment, new_inbound_call
 from ivr.policy.callbacks import Inheritance
-from ivr.policy.lines import LineKind, LineRef
+from ivr.policy.lines import LineRef
 from ivr.policy.numbers import national
 from ivr.store.callbacks import CallbackView
 from ivr.store.receipts import ClosedCall, OpenedCall
@@ -113,7 +113,7 @@ class CallbackDialer:
         return result
 
     async def _dial(self, view: CallbackView, agent: str, call_uuid: uuid.UUID) -> DialResult:
-        line = self.line_for(view)
+        line = callback_line(self.deps.settings, view)
         tag = call_uuid.hex[:16]
         agent_ch, customer_ch, bridge_id = f"ivrcb-{tag}-agent", f"ivrcb-{tag}-customer", \
             f"ivrcb-{tag}"
@@ -277,16 +277,6 @@ class CallbackDialer:
         result = await self._wait_customer(agent_ch, customer_ch, 1e9)
         return ("the customer hung up" if result is not None
                 and channel_of(result) == customer_ch else "the agent hung up")
-
-    def line_for(self, view: CallbackView) -> LineRef:
-        inheritance = view.inheritance
-        wanted = inheritance.notice_line or (
-            LineKind.SERVICE if inheritance.basis == "consent" else None)
-        lines = [line for line in self.deps.settings.lines if line.name in view.lines]
-        for line in lines:
-            if wanted is None or line.kind is wanted:
-                return line.ref()
-        return (lines[0] if lines else self.deps.settings.lines[0]).ref()
 
     def line_number(self, line: LineRef) -> str:
         for configured in self.deps.settings.lines:

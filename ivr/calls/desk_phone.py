@@ -17,8 +17,7 @@ from ivr.asterisk.agi import AgiRequest
 from ivr.asterisk.fastagi import AgiSession, Handler
 from ivr.calls.caller import printable
 from ivr.calls.inbound import CallDeps, now
-from ivr.calls.inherited import store_inherited
-from ivr.policy.lines import LineKind
+from ivr.calls.inherited import callback_line, store_inherited
 from ivr.policy.numbers import InvalidNumber, to_e164
 from ivr.store.callbacks import CallbackError
 from ivr.store.receipts import ClosedCall, OpenedCall
@@ -45,10 +44,7 @@ def desk_phone_handlers(deps: CallDeps) -> dict[str, Handler]:
             log.warning("desk-phone callback not linked: %s", exc)
             return
         inheritance = view.inheritance
-        kind = (LineKind.SERVICE if inheritance.basis == "consent"
-                or inheritance.notice_line is LineKind.SERVICE else None)
-        line = next((line.ref() for line in settings.lines if line.name in view.lines
-                     and (kind is None or line.kind is kind)), settings.lines[0].ref())
+        line = callback_line(settings, view)
         call_id = uuid.uuid4()
         await deps.records.open(OpenedCall(
             id=call_id, channel_id=channel_id, linkedid=request.get("linkedid") or channel_id,

@@ -10,7 +10,23 @@ from ivr.calls.inbound import CallDeps, now, plan_recording
 from ivr.flow import commands as cmd
 from ivr.policy.callbacks import Inheritance
 from ivr.policy.lines import LineKind, LineRef
+from ivr.settings import Settings
+from ivr.store.callbacks import CallbackView
 from ivr.store.receipts import PlannedRecording
+
+
+def callback_line(settings: Settings, view: CallbackView) -> LineRef:
+    """The line a callback speaks for: the service line when the decision is consent or
+    the customer must hear the service notice, else the first line among the returned
+    calls' lines."""
+    inheritance = view.inheritance
+    wanted = inheritance.notice_line or (
+        LineKind.SERVICE if inheritance.basis == "consent" else None)
+    lines = [line for line in settings.lines if line.name in view.lines]
+    for line in lines:
+        if wanted is None or line.kind is wanted:
+            return line.ref()
+    return (lines[0] if lines else settings.lines[0]).ref()
 
 
 async def store_inherited(deps: CallDeps, call_id: uuid.UUID, line: LineRef,

@@ -43,6 +43,8 @@ class Inheritance:
     inherited_from: str | None
     reason: str
     notice_at: datetime | None = None  # when the returned call's notice ended
+    refused_decision: str | None = None  # the decision that forbids recording, if any
+    revoked: bool = False  # consent withdrawn since the returned call
 
 
 def _allows(call: ReturnedCall) -> str | None:
@@ -80,14 +82,16 @@ def inherit(calls: Sequence[ReturnedCall], revoked_since: datetime | None) -> In
         refused = next(c for c, b in zip(ordered, bases, strict=True) if b is None)
         return Inheritance(False, None, False, None, refused.call_id,
                            f"{refused.decision or 'no decision'} on the returned call: "
-                           "NOT recorded, do not repeat the notice", refused.notice_ended_at)
+                           "NOT recorded, do not repeat the notice", refused.notice_ended_at,
+                           refused_decision=refused.decision or "no_consent")
     basis = "consent" if "consent" in bases else "legal_basis"
     source = next(c.call_id for c, b in zip(reversed(ordered), reversed(bases), strict=True)
                   if b == basis)
     notice_at = next(c.notice_ended_at for c in ordered if c.call_id == source)
     if basis == "consent" and revoked_since is not None:
         return Inheritance(False, None, False, None, source,
-                           "consent revoked since the call: NOT recorded", notice_at)
+                           "consent revoked since the call: NOT recorded", notice_at,
+                           revoked=True)
     reason = ("consent given on the returned call: this call WILL be recorded, do not "
               "repeat the notice" if basis == "consent" else
               "sales line, evidence of a transaction: this call WILL be recorded, do not "

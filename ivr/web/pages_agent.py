@@ -30,10 +30,10 @@ def plain_words(view: CallbackView, t: dict[str, str], local: Callable[..., str]
         return t["d_notice"]
     if inheritance.record:
         words = t["d_consent"] if inheritance.basis == "consent" else t["d_sales"]
-    elif "revoked" in inheritance.reason:
+    elif inheritance.revoked:
         words = t["d_revoked"]
     else:
-        words = t["d_not"].format(decision=inheritance.reason.split(" on the returned")[0])
+        words = t["d_not"].format(decision=inheritance.refused_decision)
     if inheritance.notice_at is not None:
         words = t["notice_at"].format(time=local(inheritance.notice_at, "%H:%M")) + ", " + words
     return words
