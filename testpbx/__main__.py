@@ -10,6 +10,8 @@
   call      place one SIPp call to the running stack:
             call NUMBER [--caller ID] [--press DIGIT --at MS [--dtmf info|rfc4733]]
                         [--hold MS]
+  transcripts  start Asterisk, record the ARI frames of three service-line calls into
+            tests/unit/transcripts/ (testpbx/transcripts.py), stop Asterisk
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testpbx", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["prepare", "start", "stop", "status", "up", "down",
-                                            "demo", "call"])
+                                            "demo", "call", "transcripts"])
     parser.add_argument("number", nargs="?", help="for call: the number to dial")
     parser.add_argument("--caller", default="031123456")
     parser.add_argument("--press", choices=list("0123456789*#"))
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                   else "testpbx: nothing was running")
         elif args.command == "call":
             return place_call(paths, args)
+        elif args.command == "transcripts":
+            from testpbx.transcripts import record
+
+            record(Paths(cache=paths.cache, state=paths.state.with_name("transcripts")))
         elif args.command == "demo":
             from testpbx.demo import demo
 
