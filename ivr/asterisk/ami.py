@@ -114,7 +114,13 @@ class AmiClient:
             raise AmiError("AMI QueueSummary: no reply") from None
         for reply in replies if isinstance(replies, list) else [replies]:
             if str(reply.get("Event", "")) == "QueueSummary":
-                return int(reply.get("Callers", 0) or 0), int(reply.get("Available", 0) or 0)
+                try:
+                    return (int(reply.get("Callers", 0) or 0),
+                            int(reply.get("Available", 0) or 0))
+                except (TypeError, ValueError):  # not a number, or the header twice
+                    raise AmiError(f"AMI QueueSummary: unreadable counts for queue {queue}: "
+                                   f"{str(reply.get('Callers'))[:40]!r}, "
+                                   f"{str(reply.get('Available'))[:40]!r}") from None
         raise AmiError(f"AMI QueueSummary: no summary for queue {queue}")
 
     async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:

@@ -1,0 +1,262 @@
+"""ivr.asterisk.ami against a hostile AMI server (issue 7, point 4).
+
+A local server on 127.0.0.1 speaks AMI to :class:`AmiClient`: the banner, a login, then
+malformed frames (binary junk, headers of a megabyte, an AgentConnect without a channel,
+frames run together without their blank line, a QueueSummary whose counts are not numbers)
+and a connection dropped in the middle of a frame. The service must go on: an agent is
+never credited from a malformed event, a bad queue summary is an :class:`AmiError` (the
+missed call is still recorded, rule 4), and with AMI gone the recording is refused at once
+(``AmiError``), never waited for, until the client has logged in again.
+
+Each test runs in its own event loop: panoramisk's reconnect timers die with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import PurePosixPath
+
+import pytest
+
+from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError
+from ivr.settings import AmiSettings
+
+BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+END = b"\r\n\r\n"
+
+
+def parse_action(data: bytes) -> dict[str, str]:
+    fields = {}
+    for line in data.decode(errors="replace").split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep:
+            fields[key.lower()] = value
+    return fields
+
+
+class Session:
+    """One client connection, logged in; the test says what the server sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def action(self) -> dict[str, str]:
+        return parse_action(await self.reader.readuntil(END))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def reply(self, action: dict[str, str], **fields: str) -> None:
+        lines = [f"Response: {fields.pop('Response', 'Success')}",
+                 f"ActionID: {action['actionid']}", *(f"{k}: {v}" for k, v in fields.items())]
+        self.send("\r\n".join(lines).encode() + END)
+
+    def drop(self) -> None:
+        self.writer.close()
+
+
+class FakeAmi:
+    """An AMI server on 127.0.0.1 that accepts any login."""
+
+    def __init__(self) -> None:
+        self.sessions: asyncio.Queue[Session] = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.open: list[Session] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for session in self.open:
+            session.drop()
+        await self.server.wait_closed()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(reader, writer)
+        self.open.append(session)
+        writer.write(BANNER)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            login = await session.action()
+            assert login["action"].lower() == "login"
+            session.reply(login, Message="Authentication accepted")
+            await self.sessions.put(session)
+
+    async def session(self) -> Session:
+        return await asyncio.wait_for(self.sessions.get(), 5)
+
+
+Scenario = Callable[[FakeAmi, AmiClient, list[AgentConnected]], Awaitable[None]]
+
+
+def run(scenario: Scenario) -> None:
+    async def main() -> None:
+        ami = FakeAmi()
+        await ami.start()
+        client = AmiClient(AmiSettings(port=ami.port), action_timeout=0.5)
+        client._manager.reconnect_timeout = 0.05  # the service waits 1 s; tests need not
+        agents: list[AgentConnected] = []
+        client.on_agent_connected(agents.append)
+        try:
+            async with asyncio.timeout(10):
+                await client.connect(wait=5)
+                assert client.logged_in.is_set()
+                await scenario(ami, client, agents)
+        finally:
+            client.close()
+            await ami.stop()
+
+    asyncio.run(main())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def answer_mix_monitor(session: Session) -> None:
+    action = await session.action()
+    assert action["action"] == "MixMonitor"
+    session.reply(action, MixMonitorID="0x1")
+
+
+async def record(client: AmiClient, session: Session) -> str:
+    """A MixMonitor the server answers: the client still works."""
+    answering = asyncio.create_task(answer_mix_monitor(session))
+    mixmonitor_id = await client.mix_monitor("1.1", PurePosixPath("/rec/x.wav"))
+    await answering
+    return mixmonitor_id
+
+
+def test_malformed_frames_change_nothing_and_credit_no_agent() -> None:
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        for junk in (b"\x00\xff\xfe\x80\x81 not: utf-8 \xc3\x28" + END,
+                     b"no header in this frame at all" + END,
+                     END + END,
+                     b"Event: AgentConnect\r\nMemberName: agent1\r\nQueue: service" + END,
+                     b"Event: AgentConnect\r\nUniqueid: \r\nMemberName: agent1" + END,
+                     b"Event: Newexten\r\nX-Huge: " + b"a" * (1 << 20) + END,
+                     b"Event: AgentConnect\r\nUniqueid: 1.1\r\nMemberName: agent2" + END):
+            session.send(junk)
+        await until(lambda: bool(agents))
+        assert agents == [AgentConnected("1.1", "agent2")]
+        assert client.logged_in.is_set()
+        assert await record(client, session) == "0x1"
+
+    run(scenario)
+
+
+def test_frames_run_together_cost_the_connection_not_the_service() -> None:
+    """Two frames without the blank line between them are one frame with every header
+    twice; panoramisk fails on it and drops the connection. The client logs in again and
+    goes on; no agent is credited from the mangled frame."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        session.send(b"Event: AgentConnect\r\nUniqueid: 2.2\r\nMemberName: agent1\r\n"
+                     b"Event: AgentConnect\r\nUniqueid: 3.3\r\nMemberName: agent1" + END)
+        again = await ami.session()
+        again.send(b"Event: AgentConnect\r\nUniqueid: 4.4\r\nMemberName: agent1" + END)
+        await until(lambda: bool(agents))
+        assert agents == [AgentConnected("4.4", "agent1")]
+        await until(client.logged_in.is_set)
+        assert client.reconnects == 1
+        assert await record(client, again) == "0x1"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("counts", [
+    b"Callers: lots\r\nAvailable: 2",
+    b"Callers: 3\r\nAvailable: 2.5",
+    b"Callers: 3\r\nCallers: 4\r\nAvailable: 2",
+])
+def test_a_queue_summary_with_unreadable_counts_is_an_ami_error(counts: bytes) -> None:
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+
+        async def summary() -> None:
+            action = await session.action()
+            action_id = action["actionid"].encode()
+            session.reply(action, EventList="start", Message="Queue summary will follow")
+            session.send(b"Event: QueueSummary\r\nQueue: service\r\n" + counts +
+                         b"\r\nActionID: " + action_id + END)
+            session.send(b"Event: QueueSummaryComplete\r\nEventList: Complete\r\nActionID: "
+                         + action_id + END)
+
+        answering = asyncio.create_task(summary())
+        with pytest.raises(AmiError, match="unreadable counts"):
+            await client.queue_load("service")
+        await answering
+
+    run(scenario)
+
+
+def test_a_sane_queue_summary_is_read() -> None:
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+
+        async def summary() -> None:
+            action = await session.action()
+            action_id = action["actionid"].encode()
+            session.reply(action, EventList="start", Message="Queue summary will follow")
+            session.send(b"Event: QueueSummary\r\nQueue: service\r\nCallers: 7\r\n"
+                         b"Available: 2\r\nActionID: " + action_id + END)
+            session.send(b"Event: QueueSummaryComplete\r\nActionID: " + action_id + END)
+
+        answering = asyncio.create_task(summary())
+        assert await client.queue_load("service") == (7, 2)
+        await answering
+
+    run(scenario)
+
+
+def test_with_the_connection_dropped_mid_frame_recording_is_refused_at_once() -> None:
+    """AMI gone: MixMonitor fails fast with "AMI is not connected" (the caller goes on to
+    the queue unrecorded) until AMI is back and the client has logged in again."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        session.send(b"Event: AgentConnect\r\nUniqueid: 5.5\r\nMemberNa")
+        await ami.stop()
+        await until(lambda: not client.logged_in.is_set())
+        for _ in range(3):
+            async with asyncio.timeout(0.1):
+                with pytest.raises(AmiError, match="AMI is not connected"):
+                    await client.mix_monitor("1.1", PurePosixPath("/rec/x.wav"))
+            with pytest.raises(AmiError, match="AMI is not connected"):
+                await client.queue_load("service")
+            await asyncio.sleep(0.1)  # reconnects are refused meanwhile
+        await ami.start()  # the same port
+        back = await ami.session()
+        await until(client.logged_in.is_set)
+        assert await record(client, back) == "0x1"
+        assert agents == []  # the half frame was never an event
+
+    run(scenario)
+
+
+def test_a_recording_asked_for_as_the_connection_drops_fails_within_the_timeout() -> None:
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+
+        async def drop_on_action() -> None:
+            await session.action()
+            session.send(b"Response: Succ")
+            session.drop()
+
+        dropping = asyncio.create_task(drop_on_action())
+        async with asyncio.timeout(2):
+            with pytest.raises(AmiError):
+                await client.mix_monitor("1.1", PurePosixPath("/rec/x.wav"))
+        await dropping
+        await ami.session()  # logged in again; MixMonitor is never replayed (forgetable)
+        await until(client.logged_in.is_set)
+
+    run(scenario)
