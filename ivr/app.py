@@ -26,6 +26,8 @@ from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
+from ivr.store.durable import DurableRecords
+from ivr.store.journal import Journal
 from ivr.store.receipts import CallRecords
 from ivr.web.auth import Sessions
 
@@ -44,8 +46,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     ami = AmiClient(settings.ami)
     stop = stop or asyncio.Event()
     audit = AuditLog(db)
-    deps = CallDeps(settings, ari, ami, CallRecords(db, audit), manifest,
-                    Callbacks(db, settings.callbacks.window_minutes))
+    callbacks = Callbacks(db, settings.callbacks.window_minutes)
+    records = DurableRecords(CallRecords(db, audit), callbacks,
+                             Journal(settings.journal.directory),
+                             settings.journal.store_timeout)
+    deps = CallDeps(settings, ari, ami, records, manifest, callbacks)
 
     async def handle(start: StasisStart, items: CallItems) -> None:
         await InboundCallRunner(deps, start, items).run()
@@ -61,6 +66,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             router = CallRouter(tasks, handle)
             ami.on_agent_connected(router.dispatch)
             tasks.create_task(_events(deps, router, stop), name="ari-events")
+            tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
+                              name="journal-replay")
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
                                     desk_phone_handlers(deps))
             tasks.create_task(fastagi.serve(), name="fastagi")
@@ -130,6 +137,20 @@ async def _deletion_jobs(job: DeletionJob, interval: int, sessions: Sessions) ->
             await sessions.purge()
         except Exception:
             log.exception("deletion job failed; retried at the next interval")
+        await asyncio.sleep(interval)
+
+
+async def _replay_journal(records: DurableRecords, interval: float) -> None:
+    """Call records written to the journal while PostgreSQL was unreachable go into it
+    as soon as it answers again, oldest first."""
+    while True:
+        if records.journal is not None and records.journal.pending():
+            try:
+                written = await records.replay()
+                log.info("journal replayed into PostgreSQL", extra={"entries": written})
+            except Exception as exc:
+                log.warning("journal not replayed yet: %s", str(exc).splitlines()[0][:200]
+                            if str(exc) else type(exc).__name__)
         await asyncio.sleep(interval)
 
 

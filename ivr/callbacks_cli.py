@@ -99,6 +99,7 @@ async def _dial(args: argparse.Namespace) -> int:
     from ivr.store.audit import AuditLog
     from ivr.store.callbacks import Callbacks
     from ivr.store.database import Database
+    from ivr.store.durable import DurableRecords
     from ivr.store.receipts import CallRecords
 
     if not AGENT.fullmatch(args.agent):
@@ -112,9 +113,10 @@ async def _dial(args: argparse.Namespace) -> int:
     ari = AriClient(settings.ari.model_copy(update={"app": app}))
     ami = AmiClient(settings.ami)
     await ami.connect()
-    deps = CallDeps(settings, ari, ami, CallRecords(db, AuditLog(db)),
-                    verify(settings.prompts.local_dir),
-                    Callbacks(db, settings.callbacks.window_minutes))
+    callbacks = Callbacks(db, settings.callbacks.window_minutes)
+    deps = CallDeps(settings, ari, ami,
+                    DurableRecords(CallRecords(db, AuditLog(db)), callbacks),
+                    verify(settings.prompts.local_dir), callbacks)
     try:
         result = await CallbackDialer(deps, lambda line: print(line, flush=True)).dial(
             callback_id, args.agent)

@@ -155,6 +155,15 @@ class PromptSettings(Section):
     sound_prefix: str = Field(default="ivr", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
 
 
+class JournalSettings(Section):
+    """Where call records wait, fsynced, while PostgreSQL cannot be reached; how long a
+    write may wait for PostgreSQL before it goes there, and how often a replay is tried."""
+
+    directory: Path = Path("/var/lib/ivr/journal")
+    store_timeout: Seconds = 2.0
+    replay_seconds: Seconds = 2.0
+
+
 class FastAgiSettings(Section):
     """The FastAGI server the desk-phone dialplan asks whether a call returns a missed one."""
 
@@ -221,6 +230,7 @@ class Settings(BaseSettings):
     dialplan: DialplanSettings = DialplanSettings()
     pbx: PbxSettings = PbxSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
+    journal: JournalSettings = JournalSettings()
     jobs: JobsSettings = JobsSettings()
     web: WebSettings = WebSettings()
 

@@ -26,6 +26,9 @@ local_dir = "{paths.in_root(RECORDINGS_IN_ROOT)}"
 
 [prompts]
 local_dir = "{paths.in_root(PROMPTS_IN_ROOT)}"
+
+[journal]
+directory = "{paths.state / "journal"}"
 """
 
 

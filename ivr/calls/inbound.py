@@ -45,7 +45,8 @@ from ivr.policy.lines import LineRef
 from ivr.policy.retention import expires_at
 from ivr.settings import Settings
 from ivr.store.callbacks import Callbacks, Missed
-from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
+from ivr.store.durable import DurableRecords
+from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class CallDeps:
     settings: Settings
     ari: AriClient
     ami: AmiClient
-    records: CallRecords
+    records: DurableRecords
     manifest: Manifest
     callbacks: Callbacks
 
@@ -402,7 +403,7 @@ class InboundCallRunner:
             log.warning("queue load unknown: %s", exc, extra=self.log_extra)
         caller = describe_caller(self.start.channel.caller_number, self.deps.settings.region)
         try:
-            callback = await self.deps.callbacks.record_missed(Missed(
+            callback = await self.deps.records.record_missed(Missed(
                 call_id=self.call_uuid, caller=caller.e164, caller_withheld=caller.withheld,
                 reason=reason, overloaded=overloaded, missed_at=at))
         except Exception:

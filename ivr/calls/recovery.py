@@ -8,6 +8,7 @@ already stored stays as it is, and a recording already running goes on (it has i
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ivr.asterisk.ari import AriError
@@ -51,7 +52,7 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
             continue
         resolved += 1
         try:
-            await deps.records.close_orphan(channel.id, RESTART_REASON)
+            await deps.records.close_orphan(channel.id, RESTART_REASON, datetime.now(UTC))
         except Exception:
             log.exception("could not close the record of a resolved channel",
                           extra={"call": channel.id})

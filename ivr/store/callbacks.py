@@ -77,8 +77,13 @@ class Callbacks:
     # missed calls ------------------------------------------------------------------------
     async def record_missed(self, missed: Missed) -> uuid.UUID | None:
         """Store the missed call; open (or merge into) its caller's callback. Returns the
-        callback's id, or ``None`` when the caller withheld the number."""
+        callback's id, or ``None`` when the caller withheld the number. A missed call
+        stored again (a journal replay) changes nothing."""
         async with self.db.session() as session, session.begin():
+            known = (await session.execute(select(MissedCall.callback_id).where(
+                MissedCall.call_id == missed.call_id))).first()
+            if known is not None:
+                return known[0]
             row = MissedCall(call_id=missed.call_id, caller=missed.caller,
                              caller_withheld=missed.caller_withheld, reason=missed.reason,
                              overloaded=missed.overloaded, missed_at=missed.missed_at)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 
 from ivr.flow.commands import Receipt
@@ -82,16 +82,19 @@ class CallRecords:
                              recording: PlannedRecording | None,
                              inherited_from: uuid.UUID | None = None) -> None:
         """Commit the receipt (and the recording it allows) in one transaction. A
-        callback's receipt names the call whose decision it inherits (rule 5)."""
+        callback's receipt names the call whose decision it inherits (rule 5). A call's
+        decision is stored once: storing it again (a journal replay) changes nothing."""
         async with self.db.session() as session, session.begin():
-            session.add(Decision(
-                call_id=call_id, decision=receipt.decision.value, line_kind=line_kind,
-                digit=receipt.digit, digit_at=receipt.digit_at, prompts_played=prompts_played,
-                notice_started_at=receipt.notice_started_at,
+            inserted = await session.execute(insert(Decision).values(
+                id=uuid.uuid4(), call_id=call_id, decision=receipt.decision.value,
+                line_kind=line_kind, digit=receipt.digit, digit_at=receipt.digit_at,
+                prompts_played=prompts_played, notice_started_at=receipt.notice_started_at,
                 notice_ended_at=receipt.notice_ended_at,
                 question_started_at=receipt.question_started_at,
                 decided_at=receipt.decided_at, inherited_from_call_id=inherited_from,
-            ))
+            ).on_conflict_do_nothing(index_elements=["call_id"]))
+            if not getattr(inserted, "rowcount", 0):
+                return
             if recording is not None:
                 session.add(Recording(
                     call_id=call_id, basis=recording.basis, file_name=recording.file_name,
@@ -104,20 +107,21 @@ class CallRecords:
                                 at: datetime) -> None:
         async with self.db.session() as session, session.begin():
             recording_id = (await session.execute(
-                update(Recording).where(Recording.file_name == file_name)
+                update(Recording).where(Recording.file_name == file_name,
+                                        Recording.mixmonitor_id.is_distinct_from(mixmonitor_id))
                 .values(mixmonitor_id=mixmonitor_id, started_at=at)
                 .returning(Recording.id))).scalar_one_or_none()
             if self.audit is not None and recording_id is not None:
                 await self.audit.append(session, "service", "recording_created", "recording",
                                         str(recording_id), {"file": file_name})
 
-    async def close_orphan(self, channel_id: str, reason: str) -> None:
+    async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
         """Close the record of a call that lost its task (the service restarted), with
         what is known; a closed record is left as it is."""
         async with self.db.session() as session, session.begin():
             await session.execute(
                 update(Call).where(Call.channel_id == channel_id, Call.ended_at.is_(None))
-                .values(ended_at=func.now(), end_reason=reason, state="recovered"))
+                .values(ended_at=at, end_reason=reason, state="recovered"))
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
                     recording_file: str | None) -> None:

@@ -146,15 +146,19 @@ ORDER BY c.started_at
 """
 
 
-def service_env(pbx: Asterisk, database_url: str, env_extra: dict[str, str]) -> dict[str, str]:
+def service_env(pbx: Asterisk, database_url: str, env_extra: dict[str, str],
+                journal: Path) -> dict[str, str]:
+    """The service's environment: its database, and a journal of its own (the instances
+    of one test, restarted one after the other, share it as one node would)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
     return env | {"IVR_CONFIG": str(pbx.paths.settings_file),
-                  "IVR_DATABASE__URL": database_url, **env_extra}
+                  "IVR_DATABASE__URL": database_url,
+                  "IVR_JOURNAL__DIRECTORY": str(journal), **env_extra}
 
 
 def _start_service(pbx: Asterisk, database_url: str, log: Path,
                    env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = service_env(pbx, database_url, env_extra)
+    env = service_env(pbx, database_url, env_extra, log.parent / "journal")
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "ivr", "serve", "--log-level", "DEBUG"], env=env,
@@ -168,7 +172,8 @@ async def running_service(pbx: Asterisk, database_url: str, log: Path,
     SIGTERM at the end (if still running)."""
     process = _start_service(pbx, database_url, log, env_extra)
     service = ServiceUnderTest(process, log, database_url, pbx.settings.recordings.local_dir,
-                               service_env(pbx, database_url, env_extra))
+                               service_env(pbx, database_url, env_extra,
+                                           log.parent / "journal"))
     try:
         await service.wait_for_log("ARI connected")
         await service.wait_for_log("AMI connected")

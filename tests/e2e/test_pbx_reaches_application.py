@@ -73,10 +73,11 @@ async def test_every_dialled_form_reaches_the_application(pbx: Asterisk, sipp: S
         await ari.aclose()
 
 
-def _service_env(pbx: Asterisk, database_url: str) -> dict[str, str]:
+def _service_env(pbx: Asterisk, database_url: str, journal: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
     env["IVR_CONFIG"] = str(pbx.paths.settings_file)
     env["IVR_DATABASE__URL"] = database_url
+    env["IVR_JOURNAL__DIRECTORY"] = str(journal)
     return env
 
 
@@ -86,7 +87,8 @@ async def test_serve_takes_a_call(pbx: Asterisk, sipp: Sipp, database_url: str,
     log_path = tmp_path / "service.log"
     with log_path.open("wb") as log:
         service = subprocess.Popen(
-            [sys.executable, "-m", "ivr", "serve"], env=_service_env(pbx, database_url),
+            [sys.executable, "-m", "ivr", "serve"],
+            env=_service_env(pbx, database_url, tmp_path / "journal"),
             stdout=log, stderr=subprocess.STDOUT)
     try:
         await _wait_for_log(log_path, "ARI connected")

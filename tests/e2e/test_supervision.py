@@ -28,9 +28,11 @@ def children(pid: int) -> list[int]:
 
 
 async def test_a_killed_service_is_started_again_by_its_supervisor(
-        pbx: Asterisk, service_runner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        pbx: Asterisk, service_runner: Any, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
     async with service_runner.database() as url:
         monkeypatch.setenv("IVR_DATABASE__URL", url)
+        monkeypatch.setenv("IVR_JOURNAL__DIRECTORY", str(tmp_path / "journal"))
         monkeypatch.setenv("IVR_CONFIG", str(pbx.paths.settings_file))
         service = Service(pbx.paths)
         await asyncio.to_thread(service.start)

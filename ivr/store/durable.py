@@ -1,0 +1,153 @@
+"""Call records that survive a PostgreSQL outage: each write goes to PostgreSQL, or, when
+it cannot be reached, to the outage journal (``ivr/store/journal.py``), fsynced, before
+the call goes on. While the journal holds entries, new ones queue behind them, so each
+call's writes reach PostgreSQL in the order they were made.
+
+Only an unreachable database sends a write to the journal. A write PostgreSQL refuses
+(a constraint) fails as it would without the journal: the caller handles it on the safe
+side (no decision stored, no recording).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from ivr.flow.commands import Receipt
+from ivr.store.callbacks import Callbacks, Missed
+from ivr.store.journal import (
+    CloseEntry,
+    CloseOrphanEntry,
+    DecisionEntry,
+    Entry,
+    Journal,
+    MissedEntry,
+    OpenEntry,
+    RecordingStartedEntry,
+)
+from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
+
+log = logging.getLogger(__name__)
+
+
+def unreachable(error: BaseException) -> bool:
+    """PostgreSQL could not be reached (down, restarting, network): worth journalling."""
+    if isinstance(error, (OperationalError, InterfaceError, OSError, TimeoutError)):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+class DurableRecords:
+    """The call records the call flows write (open, decision, recording, close, missed).
+    Without a journal (a one-off command, not the service) an outage is an error."""
+
+    def __init__(self, records: CallRecords, callbacks: Callbacks,
+                 journal: Journal | None = None, timeout: float = 2.0) -> None:
+        self.records = records
+        self.callbacks = callbacks
+        self.journal = journal
+        self.timeout = timeout
+        self.journalled = 0
+        self.replayed = 0
+
+    # the writes ----------------------------------------------------------------------------
+    async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
+        """``False`` if the channel was already stored (a replayed StasisStart)."""
+        stored = await self._store(OpenEntry(call=call, direction=direction))
+        return stored is not False
+
+    async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
+                             prompts_played: list[dict[str, Any]],
+                             recording: PlannedRecording | None,
+                             inherited_from: uuid.UUID | None = None) -> None:
+        await self._store(DecisionEntry(
+            call_id=call_id, line_kind=line_kind, receipt=receipt,
+            prompts_played=prompts_played, recording=recording,
+            inherited_from=inherited_from))
+
+    async def recording_started(self, file_name: str, mixmonitor_id: str,
+                                at: datetime) -> None:
+        await self._store(RecordingStartedEntry(file_name=file_name,
+                                                mixmonitor_id=mixmonitor_id, at=at))
+
+    async def close(self, call_id: uuid.UUID, closed: ClosedCall,
+                    recording_file: str | None) -> None:
+        await self._store(CloseEntry(call_id=call_id, closed=closed,
+                                     recording_file=recording_file))
+
+    async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
+        await self._store(CloseOrphanEntry(channel_id=channel_id, reason=reason, at=at))
+
+    async def record_missed(self, missed: Missed) -> uuid.UUID | None:
+        """The callback the missed call opened or joined; ``None`` when the number was
+        withheld or the missed call waits in the journal."""
+        stored = await self._store(MissedEntry(missed=missed))
+        return stored if isinstance(stored, uuid.UUID) else None
+
+    # PostgreSQL or the journal -------------------------------------------------------------
+    async def _store(self, entry: Entry) -> Any:
+        if self.journal is None or not self.journal.pending():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self.apply(entry)
+            except Exception as exc:
+                if self.journal is None or not unreachable(exc):
+                    raise
+                log.warning("PostgreSQL unreachable; written to the journal: %s",
+                            _first_line(exc), extra={"entry": entry.op})
+        await self.journal.append(entry)
+        self.journalled += 1
+        return None
+
+    async def apply(self, entry: Entry) -> Any:
+        """Write one entry into PostgreSQL; writing it twice changes nothing."""
+        records = self.records
+        match entry:
+            case OpenEntry(call=call, direction=direction):
+                return await records.open(call, direction)
+            case DecisionEntry():
+                return await records.store_decision(
+                    entry.call_id, entry.line_kind, entry.receipt, entry.prompts_played,
+                    entry.recording, entry.inherited_from)
+            case RecordingStartedEntry(file_name=name, mixmonitor_id=mixmonitor_id, at=at):
+                return await records.recording_started(name, mixmonitor_id, at)
+            case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file):
+                return await records.close(call_id, closed, recording_file)
+            case CloseOrphanEntry(channel_id=channel_id, reason=reason, at=at):
+                return await records.close_orphan(channel_id, reason, at)
+            case MissedEntry(missed=missed):
+                return await self.callbacks.record_missed(missed)
+        raise AssertionError(f"unknown journal entry {entry!r}")
+
+    async def replay(self) -> int:
+        """Write the journal into PostgreSQL, oldest first; the number of entries written.
+        Raises (leaving the rest for the next try) when PostgreSQL is still unreachable."""
+        written = 0
+        if self.journal is None:
+            return written
+        while (batch := await self.journal.take()) is not None:
+            for problem in batch.unreadable:
+                log.error("journal line unreadable; kept in rejected.jsonl: %s", problem)
+            for entry in batch.entries:
+                try:
+                    await self.apply(entry)
+                except Exception as exc:
+                    if unreachable(exc):
+                        raise
+                    log.exception("PostgreSQL refused a journal entry; kept in "
+                                  "rejected.jsonl", extra={"entry": entry.op})
+                    await self.journal.reject(entry, _first_line(exc))
+            await self.journal.done()
+            written += len(batch.entries)
+        self.replayed += written
+        return written
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][:300]

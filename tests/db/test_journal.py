@@ -1,0 +1,202 @@
+"""The outage journal on real PostgreSQL: while the database is unreachable each call's
+writes go to a fsynced local file; replayed, they land once, in order, and a replay run
+twice (a crash in the middle) duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from ivr.flow.commands import Decision, PlayedSegment, Receipt
+from ivr.settings import DatabaseSettings
+from ivr.store.audit import AuditLog
+from ivr.store.callbacks import Callbacks, Missed
+from ivr.store.database import Database
+from ivr.store.durable import DurableRecords
+from ivr.store.journal import Journal
+from ivr.store.migrate import upgrade
+from ivr.store.models import AuditEntry, Call, MissedCall, Recording
+from ivr.store.models import Decision as DecisionRow
+from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+NewDatabase = Callable[[], AbstractContextManager[str]]  # tests/conftest.py
+UNREACHABLE = "postgresql+psycopg://ivr:x@127.0.0.1:1/ivr"
+
+
+@pytest.fixture(scope="module")
+async def database(new_database: NewDatabase) -> AsyncIterator[Database]:
+    """A migrated database of this module's own: replays commit audit entries."""
+    with new_database() as url:
+        await asyncio.to_thread(upgrade, url)
+        db = Database(DatabaseSettings(url=SecretStr(url), pool_size=2))
+        try:
+            yield db
+        finally:
+            await db.dispose()
+
+
+@pytest.fixture
+async def down() -> AsyncIterator[Database]:
+    """A database that cannot be reached: nothing listens on port 1."""
+    db = Database(DatabaseSettings(url=SecretStr(UNREACHABLE), pool_size=1))
+    yield db
+    await db.dispose()
+
+
+def records_on(db: Database, journal: Journal | None) -> DurableRecords:
+    return DurableRecords(CallRecords(db, AuditLog(db)), Callbacks(db, 60), journal, 2.0)
+
+
+def a_call(caller: str = "+38631000801") -> OpenedCall:
+    call_id = uuid.uuid4()
+    return OpenedCall(id=call_id, channel_id=f"outage-{call_id.hex[:12]}",
+                      linkedid="x", dialled="+38640404040", caller=caller,
+                      caller_withheld=False, caller_raw=caller, line_name="service",
+                      line_kind="service", started_at=T0)
+
+
+def consent() -> Receipt:
+    return Receipt(Decision.CONSENT, "1", T0 + timedelta(seconds=5), T0,
+                   T0 + timedelta(seconds=4), T0 + timedelta(seconds=3), T0 + timedelta(seconds=5),
+                   (PlayedSegment("service-notice", T0, T0 + timedelta(seconds=4)),), True)
+
+
+async def one_consented_call(records: DurableRecords, call: OpenedCall, missed: bool) -> str:
+    """What the inbound flow writes for a consenting caller nobody answered."""
+    file_name = f"{call.id}.wav"
+    assert await records.open(call)
+    planned = PlannedRecording(file_name, "consent", T0, T0 + timedelta(days=181))
+    await records.store_decision(call.id, "service", consent(), [{"id": "service-notice"}],
+                                 planned)
+    await records.recording_started(file_name, "0xMIX", T0 + timedelta(seconds=6))
+    await records.close(call.id, ClosedCall(T0, T0 + timedelta(seconds=30), "caller hung up",
+                                            True, False, None, "ended"), file_name)
+    if missed:
+        await records.record_missed(Missed(call.id, call.caller, False, "abandoned", False,
+                                           T0 + timedelta(seconds=30)))
+    return file_name
+
+
+async def counts(db: Database, call: OpenedCall) -> dict[str, object]:
+    async with db.session() as session:
+        stored = (await session.execute(select(Call).where(Call.id == call.id))).scalar_one()
+        recording = (await session.execute(
+            select(Recording).where(Recording.call_id == call.id))).scalar_one()
+        audits = (await session.execute(select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.subject_id == str(recording.id)))).scalar_one()
+        decisions = (await session.execute(select(func.count()).select_from(DecisionRow)
+                                           .where(DecisionRow.call_id == call.id))).scalar_one()
+        missed = (await session.execute(select(func.count()).select_from(MissedCall)
+                                        .where(MissedCall.call_id == call.id))).scalar_one()
+    return {"ended": stored.ended_at is not None, "state": stored.state,
+            "mixmonitor": recording.mixmonitor_id, "stopped": recording.stopped_at is not None,
+            "audits": audits, "decisions": decisions, "missed": missed}
+
+
+async def test_writes_during_an_outage_are_journalled_then_replayed_once(
+        down: Database, database: Database, tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    call = a_call()
+    await one_consented_call(records_on(down, journal), call, missed=True)
+    assert journal.pending()
+    lines = journal.current.read_text().splitlines()
+    assert [line.split('"op":"')[1].split('"')[0] for line in lines] == [
+        "open", "decision", "recording_started", "close", "missed"]
+
+    back = records_on(database, journal)
+    assert await back.replay() == 5
+    assert not journal.pending()
+    assert await counts(database, call) == {
+        "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
+        "audits": 1, "decisions": 1, "missed": 1}
+
+
+async def test_a_replay_cut_short_replays_again_without_duplicates(
+        down: Database, database: Database, tmp_path: Path) -> None:
+    """The service dies after writing some entries of a replay: the next replay starts
+    from the file again, and every entry lands once."""
+    journal = Journal(tmp_path / "journal")
+    call = a_call("+38631000802")
+    await one_consented_call(records_on(down, journal), call, missed=True)
+    back = records_on(database, journal)
+    batch = await journal.take()
+    assert batch is not None
+    for entry in batch.entries[:3]:  # the crash: the replay never reached done()
+        await back.apply(entry)
+    assert journal.replaying.exists()
+    assert await back.replay() == 5
+    assert await counts(database, call) == {
+        "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
+        "audits": 1, "decisions": 1, "missed": 1}
+
+
+async def test_once_the_journal_holds_entries_new_writes_queue_behind_them(
+        down: Database, database: Database, tmp_path: Path) -> None:
+    """A call opened during the outage and closed after it: its close must not reach
+    PostgreSQL before its open, so it goes to the journal too until the replay."""
+    journal = Journal(tmp_path / "journal")
+    call = a_call("+38631000803")
+    assert await records_on(down, journal).open(call)
+    back = records_on(database, journal)
+    await back.close(call.id, ClosedCall(None, T0, "hung up", False, False, None, "ended"),
+                     None)
+    assert len(journal.current.read_text().splitlines()) == 2
+    assert await back.replay() == 2
+    async with database.session() as session:
+        stored = (await session.execute(select(Call).where(Call.id == call.id))).scalar_one()
+    assert stored.end_reason == "hung up"
+    # drained: the next write goes straight to PostgreSQL
+    await back.close(call.id, ClosedCall(None, T0, "hung up again", False, False, None,
+                                         "ended"), None)
+    assert not journal.pending()
+
+
+async def test_the_journal_is_private_and_fsynced_to_a_file(down: Database,
+                                                            tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "state" / "journal")
+    await records_on(down, journal).open(a_call())
+    assert stat.S_IMODE(os.stat(journal.directory).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(journal.current).st_mode) == 0o600
+
+
+async def test_a_cut_last_line_is_kept_aside_and_the_rest_replayed(
+        down: Database, database: Database, tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    call = a_call("+38631000804")
+    await records_on(down, journal).open(call)
+    with journal.current.open("ab") as out:
+        out.write(b'{"op":"close","call_id":"')  # the crash cut this write
+    assert await records_on(database, journal).replay() == 1
+    assert journal.rejected.read_bytes().startswith(b'{"op":"close"')
+    assert not journal.pending()
+
+
+async def test_an_entry_postgresql_refuses_for_good_is_rejected_not_retried(
+        down: Database, database: Database, tmp_path: Path) -> None:
+    """A decision whose call never reached the journal (foreign key): kept for an
+    operator in rejected.jsonl, the replay goes on."""
+    journal = Journal(tmp_path / "journal")
+    orphan, call = uuid.uuid4(), a_call("+38631000805")
+    offline = records_on(down, journal)
+    await offline.store_decision(orphan, "service", consent(), [], None)
+    await offline.open(call)
+    assert await records_on(database, journal).replay() == 2
+    assert str(orphan) in journal.rejected.read_text()
+    async with database.session() as session:
+        assert (await session.execute(select(Call).where(Call.id == call.id))).scalar_one()
+
+
+async def test_without_a_journal_an_outage_is_an_error(down: Database) -> None:
+    with pytest.raises(Exception, match=r"127\.0\.0\.1"):
+        await records_on(down, None).open(a_call())
