@@ -56,11 +56,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+
     from ivr.settings import get_settings
     from ivr.store.migrate import current_revision, upgrade
 
     url = get_settings().database.url.get_secret_value()
-    upgrade(url, args.revision)
+    try:
+        upgrade(url, args.revision)
+    except CommandError as exc:  # a revision alembic cannot go to (e.g. a range "a:b")
+        raise CliError(f"db upgrade {args.revision[:40]!r}: {exc}") from None
     print(f"database at revision {current_revision(url)}")
     return 0
 
@@ -184,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import OperationalError
+
     from ivr.asterisk.conf import ConfigError
     from ivr.asterisk.fastagi import FastAgiUnavailable
     from ivr.notices.catalogue import CatalogueError
@@ -199,6 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, CatalogueError, DatabaseUnreachable, MigrationsNotFound,
             FileNotFoundError, FastAgiUnavailable) as exc:
         print(f"ivr: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OperationalError as exc:
+        # A command that queries without checking first (the DPO's, callbacks list/show):
+        # the database is down or went away; said in one line, as the others say it.
+        from ivr.settings import get_settings
+
+        url = get_settings().database.url.get_secret_value()
+        print(f"ivr: {DatabaseUnreachable.from_error(url, exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

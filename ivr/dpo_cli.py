@@ -37,6 +37,10 @@ def parse_time(raw: str, settings: Settings) -> datetime:
                           "2026-11-20T17:45 (local time) or 2026-11-20T16:45+00:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(settings.timezone))
+    try:  # the deadline is counted in the centre's days, UTC stored
+        moment.astimezone(ZoneInfo(settings.timezone)).astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before the year 1 there
+        raise DpoCliError(f"--received-at {raw[:40]!r} is out of range") from None
     if moment > datetime.now(UTC):
         raise DpoCliError(f"--received-at {raw[:40]!r} is in the future")
     return moment
