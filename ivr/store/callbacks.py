@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,11 @@ from ivr.policy.callbacks import Inheritance, ReturnedCall, due_at, inherit
 from ivr.policy.lines import LineKind
 from ivr.store.database import Database
 from ivr.store.models import Call, Callback, CallbackAttempt, Decision, MissedCall, Revocation
+
+# The partial unique index's predicate, written out: a bound parameter here would stop
+# PostgreSQL from matching the index once psycopg prepares the statement (from its fifth
+# run on a connection), and every missed call after that would fail.
+OPEN_CALLBACK_INDEX = text("status = 'open'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,7 @@ class Callbacks:
                 due_at=due_at(missed.missed_at, self.window_minutes),
                 record=False, notice_required=False, overload=missed.overloaded,
             ).on_conflict_do_nothing(index_elements=["caller"],
-                                     index_where=Callback.status == "open"))
+                                     index_where=OPEN_CALLBACK_INDEX))
             callback = (await session.execute(
                 select(Callback).where(Callback.caller == missed.caller,
                                        Callback.status == "open").with_for_update()

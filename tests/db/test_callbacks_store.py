@@ -393,3 +393,24 @@ async def test_unreached_attempt_stays_open_with_a_retry_then_fails_after_the_la
         count = (await session.execute(select(func.count()).select_from(CallbackAttempt)
                  .where(CallbackAttempt.callback_id == callback_id))).scalar_one()
     assert count == 3
+
+
+async def test_many_missed_calls_on_one_connection_all_open_their_callback(
+        callbacks: Callbacks) -> None:
+    """psycopg prepares a statement from its fifth run on a connection: the insert of a
+    callback must still find the partial unique index then (it did not, once)."""
+    for _ in range(14):  # a pool of two: each connection runs it at least six times
+        _, callback = await missed(callbacks, new_caller(), "service", "consent")
+        assert callback is not None
+
+
+async def test_a_missed_call_stored_twice_is_stored_once(callbacks: Callbacks) -> None:
+    """A journal replay stores a missed call again: same callback, one row."""
+    caller = new_caller()
+    call_id, first = await missed(callbacks, caller, "service", "consent")
+    again = await callbacks.record_missed(Missed(call_id, caller, False, "abandoned", False, T0))
+    assert again == first
+    async with callbacks.db.session() as session:
+        rows = (await session.execute(select(func.count()).select_from(MissedCall).where(
+            MissedCall.call_id == call_id))).scalar_one()
+    assert rows == 1
