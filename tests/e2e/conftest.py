@@ -242,3 +242,39 @@ class ServiceRunner:
 @pytest.fixture(scope="session")
 def service_runner(pbx: Asterisk, new_database: Any) -> ServiceRunner:
     return ServiceRunner(pbx, new_database)
+
+
+# the figures of the fault tests (docs/reliability.md) ------------------------------------
+RELIABILITY = REPO / "var" / "reliability"
+
+BASIS_SQL = """
+SELECT c.id::text AS id, d.decision, r.file_name
+FROM calls c LEFT JOIN decisions d ON d.call_id = c.id LEFT JOIN recordings r ON r.call_id = c.id
+"""
+
+
+@dataclass
+class FaultFigures:
+    """One row of the reliability table: what was injected and what it cost."""
+
+    fault: str
+    calls_placed: int
+    calls_completed: int
+    recordings_without_basis: int
+    decisions_lost: int
+    recover_seconds: float | None
+
+    def write(self, test: str) -> None:
+        RELIABILITY.mkdir(parents=True, exist_ok=True)
+        (RELIABILITY / f"{test}.json").write_text(json.dumps({"test": test, **vars(self)},
+                                                             indent=1))
+
+
+async def recordings_without_basis(service: ServiceUnderTest, since: float) -> list[str]:
+    """Recording files written since ``since`` (a time.time()) with no stored row that
+    allows them: a file of an unknown call, or of a call whose decision records nothing."""
+    rows = await service.query(BASIS_SQL, {})
+    allowed = {r["file_name"] for r in rows
+               if r["file_name"] and r["decision"] in ("legal_basis", "consent")}
+    return [p.name for p in service.recordings.iterdir()
+            if p.is_file() and p.stat().st_mtime >= since and p.name not in allowed]
