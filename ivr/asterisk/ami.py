@@ -4,6 +4,11 @@ agent answered or a caller gave up.
 panoramisk replays unanswered actions after a reconnect; recording actions are never
 replayed here (``forgetable_actions``): a recording starts when the call flow asks for it,
 or not at all.
+
+A frame panoramisk cannot take (two frames run together without their blank line, so that
+``Event`` or ``ActionID`` is given twice) is dropped by :class:`FramingGuard`; panoramisk
+itself would fail on it and drop the connection, and with it every recording asked for
+until it has logged in again.
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
 
 from ivr.settings import AmiSettings
 
 log = logging.getLogger(__name__)
 
 FORGETABLE = ("ping", "login", "mixmonitor", "stopmixmonitor")
+# Headers that say what a frame is and whom it answers: given twice, the frame is two frames
+# run together, and belongs to neither.
+IDENTIFYING = ("Event", "Response", "ActionID", "CommandID")
 
 
 class AmiError(RuntimeError):
@@ -39,6 +48,27 @@ class AgentConnected:
 QueueListener = Callable[[AgentConnected], None]
 
 
+def run_together(message: Any) -> list[str]:
+    """The identifying headers a parsed AMI frame carries more than once."""
+    return [name for name in IDENTIFYING if isinstance(message.get(name), list)]
+
+
+class FramingGuard(AMIProtocol):  # type: ignore[misc]  # panoramisk has no type hints
+    """panoramisk's AMI protocol, except that a frame it cannot take is dropped and logged
+    rather than failing ``data_received`` (which closes the connection to Asterisk)."""
+
+    def handle_message(self, message: Any) -> None:
+        doubled = run_together(message)
+        if doubled:
+            log.warning("AMI frame dropped: %s given more than once (frames run together)",
+                        ", ".join(doubled))
+            return
+        try:
+            super().handle_message(message)
+        except Exception:
+            log.exception("AMI frame dropped: it could not be handled")
+
+
 class AmiClient:
     def __init__(self, settings: AmiSettings, action_timeout: float = 5.0) -> None:
         self.settings = settings
@@ -49,7 +79,7 @@ class AmiClient:
         self._manager = Manager(
             host=settings.host, port=settings.port, username=settings.username,
             secret=settings.secret.get_secret_value(), ping_delay=10, ping_interval=10,
-            reconnect_timeout=1, forgetable_actions=FORGETABLE,
+            reconnect_timeout=1, forgetable_actions=FORGETABLE, protocol_factory=FramingGuard,
             loop=asyncio.get_running_loop(), on_login=self._on_login,
             on_disconnect=self._on_disconnect, log=logging.getLogger("ivr.asterisk.ami.wire"),
         )
@@ -79,9 +109,9 @@ class AmiClient:
         log.warning("AMI connection lost; reconnecting")
 
     def _agent_connect(self, manager: Any, event: Any) -> None:
-        channel_id = str(event.get("Uniqueid", ""))
+        channel_id = event.get("Uniqueid", "")
         agent = str(event.get("MemberName") or event.get("Interface") or "")
-        if not channel_id:
+        if not channel_id or not isinstance(channel_id, str):  # none, or given twice
             return
         for listener in self._listeners:
             listener(AgentConnected(channel_id, agent))

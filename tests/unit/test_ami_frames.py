@@ -2,8 +2,9 @@
 
 A local server on 127.0.0.1 speaks AMI to :class:`AmiClient`: the banner, a login, then
 malformed frames (binary junk, headers of a megabyte, an AgentConnect without a channel,
-frames run together without their blank line, a QueueSummary whose counts are not numbers)
-and a connection dropped in the middle of a frame. The service must go on: an agent is
+frames run together without their blank line, which are dropped with the connection kept,
+a QueueSummary whose counts are not numbers) and a connection dropped in the middle of a
+frame. The service must go on: an agent is
 never credited from a malformed event, a bad queue summary is an :class:`AmiError` (the
 missed call is still recorded, rule 4), and with AMI gone the recording is refused at once
 (``AmiError``), never waited for, until the client has logged in again.
@@ -154,21 +155,26 @@ def test_malformed_frames_change_nothing_and_credit_no_agent() -> None:
     run(scenario)
 
 
-def test_frames_run_together_cost_the_connection_not_the_service() -> None:
+def test_frames_run_together_are_dropped_and_the_connection_kept() -> None:
     """Two frames without the blank line between them are one frame with every header
-    twice; panoramisk fails on it and drops the connection. The client logs in again and
-    goes on; no agent is credited from the mangled frame."""
+    twice. panoramisk alone fails on it and drops the connection; the client drops the
+    frame instead: no agent is credited from it, no new login, and the next good
+    AgentConnect on the same connection is delivered."""
     async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
         session = await ami.session()
-        session.send(b"Event: AgentConnect\r\nUniqueid: 2.2\r\nMemberName: agent1\r\n"
-                     b"Event: AgentConnect\r\nUniqueid: 3.3\r\nMemberName: agent1" + END)
-        again = await ami.session()
-        again.send(b"Event: AgentConnect\r\nUniqueid: 4.4\r\nMemberName: agent1" + END)
+        for mangled in (b"Event: AgentConnect\r\nUniqueid: 2.2\r\nMemberName: agent1\r\n"
+                        b"Event: AgentConnect\r\nUniqueid: 3.3\r\nMemberName: agent1" + END,
+                        b"Event: AgentConnect\r\nUniqueid: 6.6\r\nUniqueid: 7.7" + END,
+                        b"Response: Success\r\nActionID: x\r\nResponse: Error\r\n"
+                        b"ActionID: y" + END):
+            session.send(mangled)
+        session.send(b"Event: AgentConnect\r\nUniqueid: 4.4\r\nMemberName: agent1" + END)
         await until(lambda: bool(agents))
         assert agents == [AgentConnected("4.4", "agent1")]
-        await until(client.logged_in.is_set)
-        assert client.reconnects == 1
-        assert await record(client, again) == "0x1"
+        assert await record(client, session) == "0x1"  # the same connection answers
+        assert client.logged_in.is_set()
+        assert client.reconnects == 0
+        assert ami.sessions.empty(), "the client logged in again"
 
     run(scenario)
 
