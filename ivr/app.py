@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from ivr.asterisk.ami import AmiClient
@@ -18,7 +19,7 @@ from ivr.asterisk.fastagi import FastAgiServer, FastAgiUnavailable
 from ivr.calls.callback import CallbackDialer
 from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
-from ivr.calls.recovery import resolve_orphans
+from ivr.calls.recovery import resolve_orphans, sweep
 from ivr.calls.router import CallItems, CallRouter
 from ivr.jobs.deletion import DeletionJob
 from ivr.notices.audio import verify
@@ -47,7 +48,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     audit = AuditLog(db)
     callbacks = Callbacks(db, settings.callbacks.window_minutes)
-    records = DurableRecords(CallRecords(db, audit), callbacks,
+    records = DurableRecords(CallRecords(db, audit, settings.node), callbacks,
                              Journal(settings.journal.directory),
                              settings.journal.store_timeout)
     deps = CallDeps(settings, ari, ami, records, manifest, callbacks)
@@ -65,7 +66,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         async with asyncio.TaskGroup() as tasks:
             router = CallRouter(tasks, handle)
             ami.on_agent_connected(router.dispatch)
-            tasks.create_task(_events(deps, router, stop), name="ari-events")
+            since = datetime.now(UTC)
+            tasks.create_task(_events(deps, router, stop, since), name="ari-events")
+            tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since), name="sweep")
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
@@ -154,13 +157,24 @@ async def _replay_journal(records: DurableRecords, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event) -> None:
+async def _sweep(deps: CallDeps, interval: int, since: datetime) -> None:
+    """Calls an earlier instance left open are closed once their channels end."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sweep(deps, since)
+        except Exception as exc:
+            log.warning("sweep of calls left open failed: %s", exc)
+
+
+async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event,
+                  since: datetime) -> None:
     async with aclosing(deps.ari.events()) as events:
         async for event in events:
             if isinstance(event, Connected):
                 log.info("ARI connected", extra={"reconnects": event.reconnects})
                 try:
-                    await resolve_orphans(deps, router)
+                    await resolve_orphans(deps, router, since)
                 except AriError as exc:
                     log.error("could not list channels after connecting: %s", exc)
                 continue

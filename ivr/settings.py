@@ -31,8 +31,18 @@ CONFIG_CANDIDATES = (Path("ivr.toml"), Path("/etc/ivr/ivr.toml"))
 # Secrets that ship with the test PBX. They work in test mode and nowhere else.
 TEST_SECRETS = frozenset({"ivr-test-ari", "ivr-test-ami", "ivr-test-agent", "ivr-test-db"})
 
+_NODE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _CONTEXT = r"^[A-Za-z0-9_-]{1,64}$"
 Seconds = Annotated[float, Field(gt=0, le=120)]
+
+
+FaultPoint = Literal["question", "before_recording"]
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()[:63] or "node"
 
 
 class Section(BaseModel):
@@ -186,6 +196,8 @@ class JobsSettings(Section):
 
     interval_seconds: int = Field(default=300, ge=5, le=24 * 3600)
     enabled: bool = True
+    # How often calls an earlier instance left open are looked for (closed once ended).
+    sweep_seconds: int = Field(default=30, ge=1, le=3600)
 
 
 class DialplanSettings(Section):
@@ -215,6 +227,10 @@ class Settings(BaseSettings):
     )
 
     mode: Literal["production", "test"] = "production"
+    # This service instance and its Asterisk: a restart closes only this node's calls.
+    node: str = Field(default_factory=lambda: _hostname(), pattern=_NODE)
+    # Test mode only: hold the call flow at this point so a test can kill the service there.
+    fault_point: FaultPoint | None = None
     timezone: str = "Europe/Ljubljana"
     region: str = Field(default="SI", pattern=r"^[A-Z]{2}$")
     lines: list[LineSettings] = Field(default_factory=_default_lines, min_length=1)
@@ -280,6 +296,8 @@ class Settings(BaseSettings):
     def _no_test_secrets_in_production(self) -> Self:
         if self.mode == "test":
             return self
+        if self.fault_point is not None:
+            raise ValueError("fault_point is for the fault-injection tests: test mode only")
         offending = [
             name
             for name, value in (

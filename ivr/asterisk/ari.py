@@ -97,6 +97,17 @@ class AriClient:
         await self.request("POST", f"/channels/{channel_id}/variable",
                            params={"variable": name, "value": value})
 
+    async def get_variable(self, channel_id: str, name: str) -> str | None:
+        """A channel variable's value; ``None`` when it is not set (or the channel is
+        gone: Asterisk answers 404 to both)."""
+        try:
+            reply = await self.request("GET", f"/channels/{channel_id}/variable",
+                                       params={"variable": name})
+        except ChannelGone:
+            return None
+        value = reply.get("value") if isinstance(reply, dict) else None
+        return str(value) if value else None
+
     async def continue_in_dialplan(self, channel_id: str, context: str, extension: str,
                                    priority: int = 1) -> None:
         await self.request("POST", f"/channels/{channel_id}/continue",

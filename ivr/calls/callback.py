@@ -21,6 +21,7 @@ from typing import Any
 from ivr.asterisk.ami import AgentConnected, AmiError
 from ivr.asterisk.ari import AriClient, AriError, Connected
 from ivr.asterisk.ari_events import (
+    Channel,
     ChannelDestroyed,
     ChannelHangupRequest,
     Event,
@@ -29,7 +30,7 @@ from ivr.asterisk.ari_events import (
 )
 from ivr.calls.inbound import CallDeps, InboundCallRunner, now
 from ivr.calls.inherited import callback_line, store_inherited
-from ivr.calls.router import CallItem
+from ivr.calls.router import CallItem, ChannelVanished
 from ivr.flow import commands as cmd
 from ivr.flow import events as ev
 from ivr.flow.inbound import Consent, Segment, new_inbound_call
@@ -94,7 +95,7 @@ class CallbackDialer:
         self.deps = deps
         self.ari: AriClient = deps.ari
         self.progress = progress
-        self.events: dict[str, asyncio.Queue[Event]] = {}
+        self.events: dict[str, asyncio.Queue[Event | ChannelVanished]] = {}
 
     async def dial(self, callback_id: uuid.UUID, agent: str) -> DialResult:
         settings = self.deps.settings
@@ -103,7 +104,7 @@ class CallbackDialer:
         call_uuid = uuid.uuid4()
         result = DialResult(False, "failed", "open", call_uuid, False)
         try:
-            result = await self._dial(view, agent, call_uuid)
+            result = await self._dial(view, agent, call_uuid, attempt_id)
         finally:
             status = await callbacks.end_attempt(
                 callback_id, attempt_id, call_uuid, result.outcome, result.reached, now(),
@@ -112,7 +113,8 @@ class CallbackDialer:
             self.progress(f"attempt ended: {result.outcome}; callback {status}")
         return result
 
-    async def _dial(self, view: CallbackView, agent: str, call_uuid: uuid.UUID) -> DialResult:
+    async def _dial(self, view: CallbackView, agent: str, call_uuid: uuid.UUID,
+                    attempt_id: uuid.UUID) -> DialResult:
         line = callback_line(self.deps.settings, view)
         tag = call_uuid.hex[:16]
         agent_ch, customer_ch, bridge_id = f"ivrcb-{tag}-agent", f"ivrcb-{tag}-customer", \
@@ -123,6 +125,7 @@ class CallbackDialer:
             caller=view.caller, caller_withheld=False, caller_raw=view.caller,
             line_name=line.name, line_kind=line.kind.value, started_at=now()),
             direction="callback")
+        await self.deps.callbacks.link_attempt(attempt_id, call_uuid)
         # The stream is closed only after the task group has seen its reader cancelled.
         async with aclosing(self.ari.events()) as stream, asyncio.TaskGroup() as tasks:
             first = await anext(stream)
@@ -142,19 +145,38 @@ class CallbackDialer:
     async def _pump(self, stream: Any) -> None:
         async for item in stream:
             if isinstance(item, Connected):
+                await self._reconnected()
                 continue
             channel = channel_of(item)
             queue = self.events.get(channel or "")
             if queue is not None:
                 queue.put_nowait(item)
 
+    async def _reconnected(self) -> None:
+        """Events were lost with the connection (Asterisk restarted?): a followed channel
+        that no longer exists ended meanwhile."""
+        try:
+            present = {channel.id for channel in await self.ari.channels()}
+        except AriError as exc:
+            log.warning("callback: channels unknown after reconnecting: %s", exc)
+            return
+        for channel_id, queue in self.events.items():
+            if channel_id not in present:
+                queue.put_nowait(ChannelVanished(channel_id))
+
     async def _wait(self, channel: str, kinds: tuple[type, ...], seconds: float) -> Event | None:
+        """The channel's next event of one of ``kinds``; a channel found gone after a
+        reconnect counts as destroyed."""
         queue = self.events[channel]
         try:
             async with asyncio.timeout(seconds):
                 while True:
                     event = await queue.get()
-                    if isinstance(event, kinds):
+                    if isinstance(event, ChannelVanished) and ChannelDestroyed in kinds:
+                        return ChannelDestroyed("ChannelDestroyed", None, "", Channel(
+                            channel, "", "Down", "", "", "", "", channel), 0,
+                            "gone after a reconnect")
+                    if isinstance(event, Event) and isinstance(event, kinds):
                         return event
         except TimeoutError:
             return None

@@ -51,6 +51,7 @@ def desk_phone_handlers(deps: CallDeps) -> dict[str, Handler]:
             dialled=customer, caller=customer, caller_withheld=False, caller_raw=customer,
             line_name=line.name, line_kind=line.kind.value, started_at=now()),
             direction="callback")
+        await deps.callbacks.link_attempt(attempt_id, call_id)
         recording = await store_inherited(deps, call_id, line, inheritance)
         await agi.set("IVR_CALLBACK_ID", str(callback_id))
         await agi.set("IVR_ATTEMPT_ID", str(attempt_id))

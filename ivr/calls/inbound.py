@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr import faults
 from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError
 from ivr.asterisk.ari import AriClient, AriError, ChannelGone
 from ivr.asterisk.ari_events import (
@@ -287,6 +288,8 @@ class InboundCallRunner:
                 except AriError as exc:
                     log.error("cannot play %s: %s", segment_id, exc, extra=self.log_extra)
                     return ev.PlaybackFailed(playback_id, now())
+                if self.playbacks[playback_id].question:
+                    await faults.reached(settings, "question", self.log_extra)
                 return None
             case cmd.StartTimer(seconds=seconds):
                 self.deadline = asyncio.get_running_loop().time() + seconds
@@ -358,6 +361,7 @@ class InboundCallRunner:
 
     async def start_recording(self) -> ev.FlowEvent:
         assert self.recording_file is not None
+        await faults.reached(self.deps.settings, "before_recording", self.log_extra)
         path = PurePosixPath(self.deps.settings.recordings.asterisk_dir) / self.recording_file
         try:
             mixmonitor_id = await self.deps.ami.mix_monitor(self.channel_id, path)

@@ -1,8 +1,13 @@
-"""After (re)connecting, ARI replays nothing: channels already in the application that no
-task owns (the service restarted, or events were lost) are resolved on the safe side.
+"""After (re)connecting, ARI replays nothing: what an earlier instance of the service (or a
+lost connection) left behind is resolved on the safe side.
 
-Such a call continues to its queue without a recording being started for it; a decision
-already stored stays as it is, and a recording already running goes on (it has its basis).
+- A channel sitting in the application that no task owns continues to its queue with no
+  recording started for it; a decision already stored stays as it is, and a recording
+  already running goes on (it has its basis).
+- A call of this node that an earlier instance left open, whose channel is gone, is closed
+  with what is known; a callback attempt it belonged to ends as ``interrupted``.
+- A recording its decision allowed is settled: started (MixMonitor's id is on the channel,
+  or its file is on disk) or never started (the row says so; there is no file).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING
 from ivr.asterisk.ari import AriError
 from ivr.calls.router import ChannelVanished
 from ivr.policy.numbers import to_e164
+from ivr.store.receipts import StaleCall
 
 if TYPE_CHECKING:
     from ivr.calls.inbound import CallDeps
@@ -22,11 +28,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTART_REASON = "service restarted: continued unrecorded"
+ENDED_UNFOLLOWED = "ended while no service instance followed it"
 
 
-async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
+async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -> int:
     """Hand every ownerless channel in the application to its queue, unrecorded; tell
-    every call task whose channel is gone (its hang-up was lost with the connection)."""
+    every call task whose channel is gone (its hang-up was lost with the connection);
+    close the calls earlier instances left open whose channels are gone."""
     settings = deps.settings
     resolved = 0
     channels = await deps.ari.channels()
@@ -34,9 +42,12 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
     for channel_id in router.channel_ids():
         if channel_id not in present:
             router.dispatch(ChannelVanished(channel_id))
+    stale = await _stale(deps, since)
     for channel in channels:
         if router.has(channel.id) or not channel.in_application(settings.ari.app):
             continue
+        if channel.id in stale:
+            await settle_recording(deps, stale[channel.id], channel_present=True)
         try:
             line = settings.line_for(to_e164(channel.exten, settings.region))
         except ValueError:
@@ -58,4 +69,68 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter) -> int:
                           extra={"call": channel.id})
         log.warning("channel left in the application resolved: continued unrecorded",
                     extra={"call": channel.id, "context": context})
+    await close_ended(deps, present, list(stale.values()))
     return resolved
+
+
+async def sweep(deps: CallDeps, since: datetime) -> int:
+    """Close the calls earlier instances left open whose channels have ended since (a
+    callback the agent and customer finished while no instance followed it)."""
+    stale = await _stale(deps, since)
+    if not stale:
+        return 0
+    present = {channel.id for channel in await deps.ari.channels()}
+    return await close_ended(deps, present, list(stale.values()))
+
+
+async def close_ended(deps: CallDeps, present: set[str], stale: list[StaleCall]) -> int:
+    closed = 0
+    callbacks = deps.settings.callbacks
+    for call in stale:
+        if call.channel_id in present:
+            continue  # still going on (a bridged callback): a later sweep closes it
+        extra = {"call": call.channel_id, "call_id": str(call.id)}
+        try:
+            await settle_recording(deps, call, channel_present=False)
+            at = datetime.now(UTC)
+            await deps.records.close_orphan(call.channel_id, ENDED_UNFOLLOWED, at)
+            if call.direction == "callback":
+                status = await deps.callbacks.interrupt_attempt(
+                    call.id, at, callbacks.retry_attempts, callbacks.retry_delay_minutes)
+                extra["callback"] = status or "no attempt under way"
+        except Exception:
+            log.exception("could not close a call left open", extra=extra)
+            continue
+        closed += 1
+        log.warning("call left open by an earlier instance closed", extra=extra)
+    return closed
+
+
+async def settle_recording(deps: CallDeps, call: StaleCall, channel_present: bool) -> None:
+    """Whether the recording a stored decision allowed ever started, from the channel's
+    MixMonitor id or, once the channel is gone, from its file."""
+    if call.file_name is None or call.mixmonitor_id is not None:
+        return
+    now = datetime.now(UTC)
+    if channel_present:
+        mixmonitor_id = await deps.ari.get_variable(call.channel_id, "IVR_MIXMONITOR_ID")
+    else:
+        on_disk = (deps.settings.recordings.local_dir / call.file_name).exists()
+        mixmonitor_id = "unknown (file on disk)" if on_disk else None
+    if mixmonitor_id:
+        await deps.records.recording_started(call.file_name, mixmonitor_id, now)
+        log.warning("recording found started after a restart",
+                    extra={"call": call.channel_id, "file": call.file_name})
+    else:
+        await deps.records.recording_not_started(call.file_name, now)
+        log.warning("recording allowed but never started: the service stopped first",
+                    extra={"call": call.channel_id, "file": call.file_name})
+
+
+async def _stale(deps: CallDeps, since: datetime) -> dict[str, StaleCall]:
+    try:
+        return {call.channel_id: call for call in await deps.records.stale_calls(since)}
+    except Exception as exc:
+        log.warning("calls left open unknown (database): %s", str(exc).splitlines()[0][:200]
+                    if str(exc) else type(exc).__name__)
+        return {}

@@ -28,6 +28,9 @@ from ivr.store.models import Call, DeletionCertificate, Recording, Revocation
 
 log = logging.getLogger(__name__)
 
+# Rows whose file may be on disk: not deleted yet, and not a recording that never started.
+ON_DISK = (Recording.deleted_at.is_(None), Recording.not_started_at.is_(None))
+
 BATCH = 200
 ACTOR = "deletion-job"
 
@@ -87,7 +90,7 @@ class DeletionJob:
         failed: set[uuid.UUID] = set()
         while True:
             async with self.db.session() as session, session.begin():
-                query = (select(Recording).where(Recording.deleted_at.is_(None),
+                query = (select(Recording).where(*ON_DISK,
                                                  Recording.expires_at <= now)
                          .order_by(Recording.expires_at).limit(BATCH)
                          .with_for_update(skip_locked=True))
@@ -122,7 +125,7 @@ class DeletionJob:
             covered = (await session.execute(
                 select(Recording).join(Call, Call.id == Recording.call_id)
                 .where(Call.caller == revocation.caller, Recording.basis == "consent",
-                       Recording.deleted_at.is_(None),
+                       *ON_DISK,
                        Recording.started_at <= revocation.received_at)
                 .with_for_update(of=Recording, skip_locked=True))).scalars().all()
             complete = True
@@ -132,7 +135,7 @@ class DeletionJob:
             left = (await session.execute(
                 select(Recording.id).join(Call, Call.id == Recording.call_id)
                 .where(Call.caller == revocation.caller, Recording.basis == "consent",
-                       Recording.deleted_at.is_(None),
+                       *ON_DISK,
                        Recording.started_at <= revocation.received_at).limit(1))).first()
             if complete and left is None:
                 revocation.fulfilled_at = now

@@ -32,6 +32,7 @@ from ivr.store.models import AUDIT_GENESIS_HASH, AuditEntry
 
 # What happened, in the words of POLICY.md.
 RECORDING_CREATED = "recording_created"
+RECORDING_NOT_STARTED = "recording_not_started"
 RECORDING_ACCESSED = "recording_accessed"
 RECORDING_DELETED = "recording_deleted"
 REVOCATION_RECEIVED = "revocation_received"
@@ -39,8 +40,8 @@ REVOCATION_FULFILLED = "revocation_fulfilled"
 CALLBACK_PLACED = "callback_placed"
 LOGIN = "login"
 ACTIONS = frozenset({
-    RECORDING_CREATED, RECORDING_ACCESSED, RECORDING_DELETED, REVOCATION_RECEIVED,
-    REVOCATION_FULFILLED, CALLBACK_PLACED, LOGIN,
+    RECORDING_CREATED, RECORDING_NOT_STARTED, RECORDING_ACCESSED, RECORDING_DELETED,
+    REVOCATION_RECEIVED, REVOCATION_FULFILLED, CALLBACK_PLACED, LOGIN,
 })
 
 # The advisory lock every append takes: b"ivraudit" read as a big-endian bigint.

@@ -211,6 +211,26 @@ class Callbacks:
             await session.flush()
             return await self.view(session, callback), attempt.id
 
+    async def link_attempt(self, attempt_id: uuid.UUID, call_id: uuid.UUID) -> None:
+        """The attempt's call is stored: a restart that finds it open can end the attempt."""
+        async with self.db.session() as session, session.begin():
+            await session.execute(update(CallbackAttempt).where(
+                CallbackAttempt.id == attempt_id).values(call_id=call_id))
+
+    async def interrupt_attempt(self, call_id: uuid.UUID, now: datetime, retry_attempts: int,
+                                retry_delay_minutes: int) -> str | None:
+        """The service stopped while this call's attempt was under way: it ends as
+        ``interrupted`` (not reached: the callback stays open with a retry). Returns the
+        callback's status, or ``None`` if no attempt of this call was under way."""
+        async with self.db.session() as session:
+            row = (await session.execute(select(
+                CallbackAttempt.id, CallbackAttempt.callback_id).where(
+                CallbackAttempt.call_id == call_id, CallbackAttempt.ended_at.is_(None)))).first()
+        if row is None:
+            return None
+        return await self.end_attempt(row.callback_id, row.id, call_id, "interrupted", False,
+                                      now, retry_attempts, retry_delay_minutes)
+
     async def end_attempt(self, callback_id: uuid.UUID, attempt_id: uuid.UUID,
                           call_id: uuid.UUID | None, outcome: str, reached: bool,
                           now: datetime, retry_attempts: int,

@@ -30,7 +30,13 @@ from ivr.store.journal import (
     OpenEntry,
     RecordingStartedEntry,
 )
-from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
+from ivr.store.receipts import (
+    CallRecords,
+    ClosedCall,
+    OpenedCall,
+    PlannedRecording,
+    StaleCall,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,13 @@ class DurableRecords:
         withheld or the missed call waits in the journal."""
         stored = await self._store(MissedEntry(missed=missed))
         return stored if isinstance(stored, uuid.UUID) else None
+
+    # reads and repairs after a restart: PostgreSQL only (retried at the next sweep) ----------
+    async def stale_calls(self, before: datetime) -> list[StaleCall]:
+        return await self.records.stale_calls(before)
+
+    async def recording_not_started(self, file_name: str, at: datetime) -> None:
+        await self.records.recording_not_started(file_name, at)
 
     # PostgreSQL or the journal -------------------------------------------------------------
     async def _store(self, entry: Entry) -> Any:

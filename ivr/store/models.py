@@ -105,6 +105,7 @@ class Call(Base):
         Index("ix_calls_caller", "caller"),
         Index("ix_calls_linkedid", "linkedid"),
         Index("ix_calls_started_at", "started_at"),
+        Index("ix_calls_node_open", "node", postgresql_where=text("ended_at IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = _id()
@@ -125,6 +126,7 @@ class Call(Base):
     agent_answered: Mapped[bool] = mapped_column(default=False, server_default=false())
     agent: Mapped[str | None]
     state: Mapped[str]
+    node: Mapped[str | None]  # the service instance's node; its restart closes its calls
 
 
 class Decision(Base):
@@ -200,6 +202,8 @@ class Recording(Base):
     basis: Mapped[str]
     file_name: Mapped[str] = mapped_column(unique=True)  # no caller data in it
     mixmonitor_id: Mapped[str | None]  # known once AMI has answered
+    # The decision allowed it, but the service stopped before MixMonitor started: no file.
+    not_started_at: Mapped[datetime | None]
     started_at: Mapped[datetime]
     stopped_at: Mapped[datetime | None]
     sha256: Mapped[str | None]

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ivr.flow.commands import Receipt
-from ivr.store.audit import AuditLog
+from ivr.store.audit import RECORDING_NOT_STARTED, AuditLog
 from ivr.store.database import Database
 from ivr.store.models import Call, Decision, Recording
 
@@ -59,10 +59,23 @@ class ClosedCall:
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class StaleCall:
+    """A call of this node still open in PostgreSQL that no running task follows."""
+
+    id: uuid.UUID
+    channel_id: str
+    direction: str
+    file_name: str | None
+    mixmonitor_id: str | None
+
+
 class CallRecords:
-    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
+    def __init__(self, db: Database, audit: AuditLog | None = None,
+                 node: str | None = None) -> None:
         self.db = db
         self.audit = audit
+        self.node = node
 
     async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
         """Insert the call; ``False`` if its channel was already recorded (a replayed event)."""
@@ -71,7 +84,7 @@ class CallRecords:
             direction=direction, dialled=call.dialled, caller=call.caller,
             caller_withheld=call.caller_withheld, caller_raw=call.caller_raw,
             line_name=call.line_name, line_kind=call.line_kind, started_at=call.started_at,
-            state="answering",
+            state="answering", node=self.node,
         ).on_conflict_do_nothing(index_elements=["channel_id"])
         async with self.db.session() as session, session.begin():
             result = await session.execute(statement)
@@ -117,11 +130,41 @@ class CallRecords:
 
     async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
         """Close the record of a call that lost its task (the service restarted), with
-        what is known; a closed record is left as it is."""
+        what is known; a closed record is left as it is. A recording that started is
+        marked stopped (its file ends when the channel did)."""
         async with self.db.session() as session, session.begin():
-            await session.execute(
+            call_id = (await session.execute(
                 update(Call).where(Call.channel_id == channel_id, Call.ended_at.is_(None))
-                .values(ended_at=at, end_reason=reason, state="recovered"))
+                .values(ended_at=at, end_reason=reason, state="recovered")
+                .returning(Call.id))).scalar_one_or_none()
+            if call_id is not None:
+                await session.execute(update(Recording).where(
+                    Recording.call_id == call_id, Recording.mixmonitor_id.is_not(None),
+                    Recording.stopped_at.is_(None)).values(stopped_at=at))
+
+    async def stale_calls(self, before: datetime) -> list[StaleCall]:
+        """This node's calls opened before ``before`` (by an earlier instance) and never
+        closed, with the recording their decision allowed, if any."""
+        query = (select(Call.id, Call.channel_id, Call.direction, Recording.file_name,
+                        Recording.mixmonitor_id)
+                 .outerjoin(Recording, Recording.call_id == Call.id)
+                 .where(Call.node == self.node, Call.ended_at.is_(None),
+                        Call.started_at < before))
+        async with self.db.session() as session:
+            return [StaleCall(*row) for row in (await session.execute(query)).all()]
+
+    async def recording_not_started(self, file_name: str, at: datetime) -> None:
+        """The decision allowed this recording, but MixMonitor never started (the service
+        stopped first): the row stays, saying so; there is no file to delete."""
+        async with self.db.session() as session, session.begin():
+            recording_id = (await session.execute(
+                update(Recording).where(Recording.file_name == file_name,
+                                        Recording.mixmonitor_id.is_(None),
+                                        Recording.not_started_at.is_(None))
+                .values(not_started_at=at).returning(Recording.id))).scalar_one_or_none()
+            if self.audit is not None and recording_id is not None:
+                await self.audit.append(session, "service", RECORDING_NOT_STARTED,
+                                        "recording", str(recording_id), {"file": file_name})
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
                     recording_file: str | None) -> None:

@@ -234,9 +234,10 @@ class ServiceRunner:
     def database(self) -> contextlib.AbstractAsyncContextManager[str]:
         return migrated_database(self.new_database)
 
-    def run(self, url: str, log: Path,
-            short: bool = True) -> contextlib.AbstractAsyncContextManager[ServiceUnderTest]:
-        return running_service(self.pbx, url, log, short_prompts(self.pbx) if short else {})
+    def run(self, url: str, log: Path, short: bool = True, env: dict[str, str] | None = None
+            ) -> contextlib.AbstractAsyncContextManager[ServiceUnderTest]:
+        prompts = short_prompts(self.pbx) if short else {}
+        return running_service(self.pbx, url, log, prompts | (env or {}))
 
 
 @pytest.fixture(scope="session")

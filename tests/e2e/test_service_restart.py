@@ -4,12 +4,17 @@ safe side. (Its own module: no other service instance may run meanwhile.)"""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ivr.calls.recovery import ENDED_UNFOLLOWED, RESTART_REASON
+from testpbx.asterisk import AGENT_PASSWORD, CUSTOMER_PORT
 from testpbx.sipp import Pause, Press, Sipp
+
+from .conftest import FaultFigures, recordings_without_basis
 
 pytestmark = pytest.mark.pbx
 
@@ -25,14 +30,139 @@ async def test_a_call_left_by_a_killed_service_is_resolved_unrecorded(
                                                  actions=(Pause(4000), Press("1")),
                                                  hold_ms=6000))
             await first.wait_for_log("call entered the application")
-            first.process.kill()
-            first.process.wait()
+            died = killed(first)
         async with service_runner.run(url, tmp_path / "second.log") as second:
             await second.wait_for_log(
                 "channel left in the application resolved: continued unrecorded")
+            recovered = time.monotonic() - died
             assert (await call).ok
             records = await second.all_call_records()
             (record,) = [r for r in records if r["caller_raw"] == "031000702"]
             assert record["decision"] is None and record["file_name"] is None
             assert not list(second.recordings.glob(f"{record['id']}*"))
             assert record["end_reason"] == "service restarted: continued unrecorded"
+    FaultFigures("kill -9 during the notice; caller stays", 1, 1, 0, 0,
+                 round(recovered, 1)).write("kill_during_notice")
+
+
+RECORD_SQL = """
+SELECT c.id::text AS id, c.ended_at, c.end_reason, c.state, d.decision, r.file_name,
+       r.mixmonitor_id, r.not_started_at, r.stopped_at
+FROM calls c LEFT JOIN decisions d ON d.call_id = c.id LEFT JOIN recordings r ON r.call_id = c.id
+WHERE c.caller_raw = :caller
+"""
+
+
+async def stored(service: Any, caller: str) -> dict[str, Any]:
+    (record,) = await service.query(RECORD_SQL, {"caller": caller})
+    return record
+
+
+def killed(service: Any) -> float:
+    """Kill -9 now; the moment it died."""
+    service.process.kill()
+    service.process.wait()
+    return time.monotonic()
+
+
+async def test_killed_during_the_question_a_caller_who_left_meanwhile_is_closed(
+        service_runner: Any, sipp: Sipp, tmp_path: Path) -> None:
+    """The service dies while the question plays; the caller presses 1 to nobody and hangs
+    up before the next instance starts. No decision was stored, so none may appear and
+    nothing is recorded; the next instance closes the call it finds left open."""
+    since = time.time()
+    async with service_runner.database() as url:
+        async with service_runner.run(url, tmp_path / "first.log",
+                                      env={"IVR_FAULT_POINT": "question"}) as first:
+            call = asyncio.create_task(sipp.call("040404040", caller="031000711",
+                                                 actions=(Pause(4000), Press("1")),
+                                                 hold_ms=1000))
+            await first.wait_for_log("fault point reached")
+            died = killed(first)
+        assert (await call).ok
+        async with service_runner.run(url, tmp_path / "second.log") as second:
+            await second.wait_for_log("call left open by an earlier instance closed")
+            recovered = time.monotonic() - died
+            record = await stored(second, "031000711")
+            unbased = await recordings_without_basis(second, since)
+    assert (record["decision"], record["file_name"]) == (None, None)
+    assert (record["state"], record["end_reason"]) == ("recovered", ENDED_UNFOLLOWED)
+    assert unbased == []
+    FaultFigures("kill -9 during the question; caller leaves while down", 1, 1, 0, 0,
+                 round(recovered, 1)).write("kill_during_question")
+
+
+async def test_killed_between_the_decision_and_mixmonitor(
+        service_runner: Any, sipp: Sipp, tmp_path: Path) -> None:
+    """The consent is stored, the service dies before MixMonitor starts. The next
+    instance keeps the decision as it is, hands the caller to the queue unrecorded, and
+    the recording row says it never started (no file)."""
+    since = time.time()
+    async with service_runner.database() as url:
+        async with service_runner.run(url, tmp_path / "first.log",
+                                      env={"IVR_FAULT_POINT": "before_recording"}) as first:
+            call = asyncio.create_task(sipp.call("040404040", caller="031000712",
+                                                 actions=(Pause(3800), Press("1")),
+                                                 hold_ms=8000))
+            await first.wait_for_log("fault point reached")
+            died = killed(first)
+        async with service_runner.run(url, tmp_path / "second.log") as second:
+            await second.wait_for_log(
+                "channel left in the application resolved: continued unrecorded")
+            recovered = time.monotonic() - died
+            await second.wait_for_log("recording allowed but never started: the service "
+                                      "stopped first")
+            assert (await call).ok
+            record = await stored(second, "031000712")
+            unbased = await recordings_without_basis(second, since)
+            verified = await second.cli("audit", "verify")
+    assert record["decision"] == "consent"  # the stored decision is intact
+    assert record["file_name"] == f"{record['id']}.wav" and record["mixmonitor_id"] is None
+    assert record["not_started_at"] is not None
+    assert not (second.recordings / record["file_name"]).exists()
+    assert record["end_reason"] == RESTART_REASON
+    assert unbased == []
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    FaultFigures("kill -9 between the stored consent and MixMonitor", 1, 1, 0, 0,
+                 round(recovered, 1)).write("kill_before_recording")
+
+
+async def test_killed_during_a_desk_phone_callback_that_ends_while_down(
+        service_runner: Any, sipp: Sipp, tmp_path: Path) -> None:
+    """A missed consenting caller is called back from the agent's desk phone; the service
+    dies while they talk, and the call ends before it is back. The recording (started by
+    the dialplan on the stored consent) is kept and marked stopped; the call is closed;
+    the attempt ends as interrupted and the callback stays open for a retry."""
+    since = time.time()
+    async with service_runner.database() as url:
+        async with service_runner.run(url, tmp_path / "first.log") as first:
+            missed = await sipp.call("040404040", caller="031000713",
+                                     actions=(Pause(3800), Press("1")), hold_ms=4000)
+            assert missed.ok
+            await first.wait_for_log("missed call")
+            async with sipp.customer(CUSTOMER_PORT, hold_ms=8000):
+                dialled = asyncio.create_task(
+                    sipp.agent_dials("031000713", AGENT_PASSWORD, hold_ms=3000))
+                await first.wait_for_log("desk-phone callback linked")
+                await asyncio.sleep(1.0)  # they talk; the dialplan records
+                died = killed(first)
+                assert (await dialled).ok
+        async with service_runner.run(url, tmp_path / "second.log") as second:
+            closed = await second.wait_for_log("call left open by an earlier instance closed")
+            recovered = time.monotonic() - died
+            (callback,) = await second.query(
+                "SELECT b.status, a.outcome, a.ended_at, c.end_reason, c.direction, "
+                "d.decision, r.file_name, r.stopped_at FROM callback_attempts a "
+                "JOIN callbacks b ON b.id = a.callback_id JOIN calls c ON c.id = a.call_id "
+                "JOIN decisions d ON d.call_id = c.id "
+                "LEFT JOIN recordings r ON r.call_id = c.id", {})
+            unbased = await recordings_without_basis(second, since)
+    assert closed["callback"] == "open"
+    assert (callback["status"], callback["outcome"]) == ("open", "interrupted")
+    assert (callback["direction"], callback["decision"]) == ("callback", "consent")
+    assert callback["end_reason"] == ENDED_UNFOLLOWED
+    assert callback["stopped_at"] is not None
+    assert (second.recordings / callback["file_name"]).is_file()
+    assert unbased == []
+    FaultFigures("kill -9 during a desk-phone callback; it ends while down", 2, 2, 0, 0,
+                 round(recovered, 1)).write("kill_during_callback")

@@ -356,3 +356,17 @@ def test_unknown_time_zone_is_refused(zone: str) -> None:
 def test_unknown_line_kind_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"lines\.0\.kind"):
         get_settings(mode="test", lines=[_line("vip", "vip", "040404045")])
+
+
+def test_a_fault_point_is_refused_outside_test_mode() -> None:
+    with pytest.raises(ValidationError, match="fault_point is for the fault-injection tests"):
+        Settings(mode="production", fault_point="before_recording", **REAL_SECRETS)
+    assert Settings(mode="test", fault_point="question").fault_point == "question"
+
+
+def test_an_unknown_fault_point_or_a_bad_node_name_is_refused() -> None:
+    with pytest.raises(ValidationError, match="fault_point"):
+        Settings(mode="test", fault_point="everywhere")
+    with pytest.raises(ValidationError, match="node"):
+        Settings(mode="test", node="../etc")
+    assert Settings(mode="test", node="pbx-1.example").node == "pbx-1.example"
