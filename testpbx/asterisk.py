@@ -85,7 +85,7 @@ class Asterisk:
         """Start Asterisk in the foreground of its own session; return its PID when booted."""
         if self.running_pid() is not None:
             self.stop()
-        ensure_free(str(self.settings.pbx.bind_address), self.ports())
+        self._wait_ports_free()
         self.configure()
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         with self.console_log.open("ab") as log:
@@ -97,6 +97,18 @@ class Asterisk:
         self.pid_file.write_text(f"{proc.pid}\n")
         self.wait_booted(proc, timeout)
         return proc.pid
+
+    def _wait_ports_free(self, seconds: float = 10.0) -> None:
+        """A PBX stopped a moment ago may hold its sockets a little longer."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                ensure_free(str(self.settings.pbx.bind_address), self.ports())
+                return
+            except SetupError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def cli(self, command: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
