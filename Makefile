@@ -7,10 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export IVR_STATE_DIR ?= $(CURDIR)/var/testpbx
 
-.PHONY: help deps venv prepare lint test unit up down demo status clean
+.PHONY: help deps venv prepare lint test unit reliability up down demo status clean
 
 help:
-	@echo "make demo | test | up | down | lint | unit | clean"
+	@echo "make demo | test | up | down | lint | unit | reliability | clean"
 
 deps:
 	@bash scripts/install-system-deps.sh
@@ -39,6 +39,13 @@ unit: venv
 
 test: prepare lint
 	$(VENV)/bin/pytest
+
+# The fault tests alone (about 4 minutes), then their table in docs/reliability.md.
+reliability: prepare
+	rm -rf var/reliability
+	$(VENV)/bin/pytest -q tests/e2e/test_service_restart.py tests/e2e/test_database_outage.py \
+	  tests/e2e/test_asterisk_restart.py tests/e2e/test_hostile_sip.py
+	$(PY) -m testpbx.reliability
 
 up: venv
 	@$(PY) -m testpbx up

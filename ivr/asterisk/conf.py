@@ -62,7 +62,9 @@ def fill(text: str, values: Mapping[str, str], where: str) -> str:
 
 
 def numbers_dialplan(settings: Settings) -> str:
-    """``[ivr-numbers]``: every form of every configured number enters the application."""
+    """``[ivr-numbers]``: every form of every configured number enters the application.
+    When the application is not running (the service restarts), Stasis fails at once and
+    the caller goes to the line's queue unrecorded (``[ivr-unavailable]``)."""
     lines = ["; Generated from the settings by `ivr asterisk-conf render`. Do not edit.",
              "[ivr-numbers]"]
     for line in settings.lines:
@@ -70,6 +72,8 @@ def numbers_dialplan(settings: Settings) -> str:
             lines.append(f"; {line.name} ({line.kind}) {e164}")
             for form in dialled_forms(e164):
                 lines.append(f"exten => {form},1,Stasis({settings.ari.app})")
+                lines.append(f' same => n,GotoIf($["${{STASISSTATUS}}" = "FAILED"]'
+                             f"?ivr-unavailable,{line.queue},1)")
                 lines.append(" same => n,Hangup()")
     return "\n".join(lines) + "\n"
 

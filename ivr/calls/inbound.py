@@ -19,6 +19,7 @@ from ivr import faults
 from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError
 from ivr.asterisk.ari import AriClient, AriError, ChannelGone
 from ivr.asterisk.ari_events import (
+    Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
     ChannelHangupRequest,
@@ -75,6 +76,19 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def opened_call(settings: Settings, call_id: uuid.UUID, channel: Channel,
+                started_at: datetime) -> tuple[OpenedCall, LineRef | None]:
+    """What is known of a call when it enters the application, and its line."""
+    caller = describe_caller(channel.caller_number, settings.region)
+    dialled = describe_caller(channel.exten, settings.region).e164
+    line = settings.line_for(dialled) if dialled else None
+    return OpenedCall(
+        id=call_id, channel_id=channel.id, linkedid=channel.linkedid, dialled=dialled,
+        caller=caller.e164, caller_withheld=caller.withheld, caller_raw=caller.raw,
+        line_name=line.name if line else None, line_kind=line.kind.value if line else None,
+        started_at=started_at), line
+
+
 def plan_recording(settings: Settings, call_id: uuid.UUID, basis: str) -> PlannedRecording:
     """The recording a stored decision allows: named from the call's id, kept for the
     months of its basis (rule 6), counted in the call centre's time zone."""
@@ -114,17 +128,10 @@ class InboundCallRunner:
     # the call's life ---------------------------------------------------------------------
     async def run(self) -> None:
         settings = self.deps.settings
-        caller = describe_caller(self.start.channel.caller_number, settings.region)
-        dialled = describe_caller(self.start.channel.exten, settings.region).e164
-        self.line = settings.line_for(dialled) if dialled else None
-        opened = OpenedCall(
-            id=self.call_uuid, channel_id=self.channel_id, linkedid=self.start.channel.linkedid,
-            dialled=dialled, caller=caller.e164, caller_withheld=caller.withheld,
-            caller_raw=caller.raw, line_name=self.line.name if self.line else None,
-            line_kind=self.line.kind.value if self.line else None,
-            started_at=self.start.timestamp or now())
+        opened, self.line = opened_call(settings, self.call_uuid, self.start.channel,
+                                        self.start.timestamp or now())
         log.info("call entered the application", extra={
-            **self.log_extra, "dialled": dialled, "caller": caller.e164 or "withheld",
+            **self.log_extra, "dialled": opened.dialled, "caller": opened.caller or "withheld",
             "line": self.line.name if self.line else None})
         try:
             if not await self.deps.records.open(opened):

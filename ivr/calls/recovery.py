@@ -13,10 +13,12 @@ lost connection) left behind is resolved on the safe side.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ivr.asterisk.ari import AriError
+from ivr.calls.inbound import opened_call
 from ivr.calls.router import ChannelVanished
 from ivr.policy.numbers import to_e164
 from ivr.store.receipts import StaleCall
@@ -63,6 +65,9 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -
             continue
         resolved += 1
         try:
+            if channel.id not in stale:  # it entered just as the earlier instance died
+                await deps.records.open(opened_call(settings, uuid.uuid4(), channel,
+                                                    datetime.now(UTC))[0])
             await deps.records.close_orphan(channel.id, RESTART_REASON, datetime.now(UTC))
         except Exception:
             log.exception("could not close the record of a resolved channel",

@@ -39,6 +39,8 @@ from ivr.store.models import CALLER_RAW_MAX
 from testpbx.asterisk import Asterisk
 from testpbx.sipp import SCENARIOS, Sipp, SippResult
 
+from .conftest import FaultFigures
+
 pytestmark = pytest.mark.pbx
 
 
@@ -295,3 +297,18 @@ def test_recordings_and_their_directory_are_not_readable_by_others(
         assert path.stat().st_mode & 0o007 == 0, f"{path} is open to others"
     assert service.recordings.stat().st_mode & 0o007 == 0, \
         f"{service.recordings} is open to others"
+
+
+def test_the_figures_for_the_reliability_table(service: Any,
+                                               outcomes: dict[str, Outcome]) -> None:
+    """docs/reliability.md: calls placed, completed cleanly (answered or refused),
+    recordings without a basis, sales decisions not stored."""
+    records = [r for o in outcomes.values() for r in o.records]
+    unbased = [r for r in records if r["decision"] not in ("legal_basis", "consent")
+               and list(service.recordings.glob(f"{r['id']}*"))]
+    lost = [name for name, o in outcomes.items() if line_of(name) == "sales"
+            and o.case.answered and o.record["decision"] != "legal_basis"]
+    FaultFigures("hostile SIP INVITEs (headers, caller IDs, codecs, CANCEL)", len(outcomes),
+                 sum(o.sipp.ok for o in outcomes.values()), len(unbased), len(lost),
+                 None).write("hostile_sip")
+    assert unbased == [] and lost == []

@@ -221,3 +221,15 @@ def test_missing_source_directory_is_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match="no asterisk-conf directory"):
         render(test_settings, tmp_path / "out", SITE, EXTRA, source=tmp_path / "nothing")
+
+
+def test_without_the_application_a_caller_still_reaches_the_queue_unrecorded() -> None:
+    """Stasis fails at once when no service instance is connected (a restart): the
+    caller goes to the line's queue with nothing recorded, never a refusal."""
+    text = numbers_dialplan(Settings(mode="test"))
+    assert ' same => n,GotoIf($["${STASISSTATUS}" = "FAILED"]?ivr-unavailable,sales,1)' in text
+    assert '?ivr-unavailable,service,1)' in text
+    source = (DEFAULT_SOURCE / "extensions.conf").read_text()
+    unavailable = source.split("[ivr-unavailable]")[1].split("\n[")[0]
+    assert "Set(IVR_RECORDED=no)" in unavailable and "MixMonitor" not in unavailable
+    assert "Goto(@@queue_context@@,${EXTEN},1)" in unavailable
