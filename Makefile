@@ -7,10 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export IVR_STATE_DIR ?= $(CURDIR)/var/testpbx
 
-.PHONY: help deps venv prepare lint test unit reliability up down demo status clean
+.PHONY: help deps venv prepare lint test unit reliability bench up down demo status clean
 
 help:
-	@echo "make demo | test | up | down | lint | unit | reliability | clean"
+	@echo "make demo | test | up | down | lint | unit | reliability | bench | clean"
 
 deps:
 	@bash scripts/install-system-deps.sh
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	@mkdir -p var
 	@echo "setup: installing the Python packages into $(VENV) (log var/pip.log)"
 	@($(PY) -m pip install --disable-pip-version-check --upgrade pip \
-	  && $(PY) -m pip install --disable-pip-version-check -e '.[test]') > var/pip.log 2>&1 \
+	  && $(PY) -m pip install --disable-pip-version-check -e '.[test,bench]') > var/pip.log 2>&1 \
 	  || { tail -n 20 var/pip.log; printf '\nsetup: pip could not install the packages (log var/pip.log)\n  fix: check the network to the package index, then make again\n\n'; exit 1; }
 	@touch $@
 
@@ -46,6 +46,12 @@ reliability: prepare
 	$(VENV)/bin/pytest -q tests/e2e/test_service_restart.py tests/e2e/test_database_outage.py \
 	  tests/e2e/test_asterisk_restart.py tests/e2e/test_hostile_sip.py
 	$(PY) -m testpbx.reliability
+
+# The capacity benchmark: service against the dialplan-only baseline (bench/results.*).
+# Its own state directory, so it never meets a `make up` stack's files. BENCH_ARGS, e.g.
+#   make bench BENCH_ARGS="--prompts short --short-rates 10,20,40"
+bench: venv
+	IVR_STATE_DIR=$(CURDIR)/var/bench $(PY) -m bench $(BENCH_ARGS)
 
 up: venv
 	@$(PY) -m testpbx up

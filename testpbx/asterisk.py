@@ -19,6 +19,7 @@ from testpbx.ports import ensure_free
 from testpbx.root import hosts_file
 
 SITE = REPO / "asterisk-conf" / "testpbx"
+BASELINE = REPO / "asterisk-conf" / "baseline"
 AGENT_PASSWORD = "ivr-test-agent"
 # SIPp instances acting as the agents' phones listen here.
 AGENT_PORTS = {"agent1": 5071, "agent2": 5072}
@@ -43,9 +44,10 @@ def pid_alive(pid: int) -> bool:
 class Asterisk:
     """The test PBX's Asterisk in ``paths.root``, configured from ``settings``."""
 
-    def __init__(self, paths: Paths, settings: Settings) -> None:
+    def __init__(self, paths: Paths, settings: Settings, baseline: bool = False) -> None:
         self.paths = paths
         self.settings = settings
+        self.baseline = baseline  # the benchmark's dialplan-only flow (make bench)
         self.pid_file = paths.state / "asterisk.pid"
         self.console_log = paths.logs / "asterisk-console.log"
         self.messages_log = paths.in_root("/var/log/asterisk/messages.log")
@@ -59,7 +61,8 @@ class Asterisk:
         extra = {f"{name}_port": str(port) for name, port in AGENT_PORTS.items()}
         extra["agent_password"] = AGENT_PASSWORD
         extra["customer_port"] = str(CUSTOMER_PORT)
-        render(self.settings, etc, SITE, extra)
+        render(self.settings, etc, SITE, extra,
+               also=(BASELINE,) if self.baseline else ())
         self.paths.in_root("/etc/hosts").write_text(hosts_file())
         for inside in (self.settings.recordings.asterisk_dir, "/var/log/asterisk",
                        "/var/run/asterisk", "/var/lib/asterisk", "/var/spool/asterisk"):

@@ -50,6 +50,8 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "recordings_dir": str(settings.recordings.asterisk_dir),
         "recording_format": settings.recordings.format,
         "customer_ring_seconds": str(settings.callbacks.customer_ring_seconds),
+        "sound_prefix": settings.prompts.sound_prefix,
+        "answer_timeout": f"{settings.consent.answer_timeout:g}",
     }
 
 
@@ -84,8 +86,10 @@ def render(
     site: Path,
     extra: Mapping[str, str] | None = None,
     source: Path = DEFAULT_SOURCE,
+    also: tuple[Path, ...] = (),
 ) -> list[Path]:
-    """Write the rendered configuration into ``out`` (files 0640). Returns the files."""
+    """Write the rendered configuration into ``out`` (files 0640). Returns the files.
+    ``also``: more directories of files to render (the benchmark's baseline)."""
     if not source.is_dir():
         raise ConfigError(f"{source}: no asterisk-conf directory there")
     if not site.is_dir():
@@ -94,7 +98,7 @@ def render(
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     texts: dict[str, str] = {}
-    for directory in (source, site):
+    for directory in (source, site, *also):
         for path in sorted(directory.glob("*.conf")):
             texts[path.name] = fill(path.read_text(), values, str(path))
     texts[NUMBERS_FILE] = numbers_dialplan(settings)

@@ -1,0 +1,1 @@
+"""The capacity benchmark (make bench): the service against a dialplan-only baseline."""

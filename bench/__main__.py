@@ -1,0 +1,171 @@
+"""``python -m bench`` (``make bench``): the service against the PBX's own limit for the same
+flow. On the test PBX, SIPp drives the service-line flow (answer, notice, 1 by SIP INFO and
+by RFC 4733, recording, queue) at stepped rates against the service, with everything it
+stores, and against the dialplan-only baseline (asterisk-conf/baseline/), each for a fixed
+time per step. A variant's capacity is the highest rate with no failed call and every
+recording (and, for the service, every receipt) present.
+
+Writes bench/results.json, bench/results.md and bench/results.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import pool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.report import write_reports
+from bench.steps import Context, Timing, run_step
+from ivr.notices.audio import build, verify
+from ivr.notices.catalogue import load_catalogue
+from ivr.settings import get_settings
+from ivr.store.migrate import upgrade
+from testpbx.__main__ import prepare
+from testpbx.asterisk import Asterisk
+from testpbx.paths import REPO, default_paths
+from testpbx.sipp import Sipp
+
+SHORT_CATALOGUE = REPO / "tests" / "e2e" / "short_notices.toml"
+OUT = REPO / "bench"
+SHORT_RATES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+REAL_RATES = (5, 10, 20, 30, 40, 50)
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", default="short,real",
+                        help="short, real or both (default short,real)")
+    parser.add_argument("--variants", default="baseline,service")
+    parser.add_argument("--short-rates", default=",".join(map(str, SHORT_RATES)))
+    parser.add_argument("--real-rates", default=",".join(map(str, REAL_RATES)))
+    parser.add_argument("--seconds", type=int, default=20, help="calls placed per step")
+    parser.add_argument("--label", default="", help="a name for this run in the results")
+    args = parser.parse_args(argv)
+    for name in ("prompts", "variants"):
+        values = getattr(args, name).split(",")
+        allowed = {"prompts": {"short", "real"}, "variants": {"baseline", "service"}}[name]
+        if not values or not set(values) <= allowed:
+            parser.error(f"--{name}: a comma-separated list of {sorted(allowed)}")
+        setattr(args, name, values)
+    try:
+        args.short_rates = [float(r) for r in args.short_rates.split(",")]
+        args.real_rates = [float(r) for r in args.real_rates.split(",")]
+    except ValueError:
+        parser.error("--short-rates/--real-rates: numbers separated by commas")
+    if not 5 <= args.seconds <= 300:
+        parser.error("--seconds: between 5 and 300")
+    return args
+
+
+def prompt_env(prompts: str, paths: Any) -> dict[str, str]:
+    if prompts == "real":
+        return {}
+    directory = paths.in_root("/usr/share/asterisk/sounds/ivr-short")
+    build(load_catalogue(SHORT_CATALOGUE), directory)
+    return {"IVR_PROMPTS__LOCAL_DIR": str(directory),
+            "IVR_PROMPTS__SOUND_PREFIX": "ivr-short"}
+
+
+async def run(args: argparse.Namespace) -> int:
+    paths = default_paths()
+    prepare(paths)
+    work = paths.state / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    index = 0
+    for prompts in args.prompts:
+        env = prompt_env(prompts, paths)
+        os.environ.update(env)
+        settings = get_settings()
+        manifest = verify(settings.prompts.local_dir)
+        timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
+        database = f"ivr_bench_{prompts}"
+        url = await fresh_database(settings.database.url.get_secret_value(), database)
+        pbx = Asterisk(paths, settings, baseline=True)
+        pbx.start()
+        service, log = start_service(url, env, work / f"service-{prompts}.log")
+        engine = create_async_engine(url, poolclass=pool.NullPool)
+        try:
+            await wait_for(log, "ARI connected")
+            for variant in args.variants:
+                asterisk_pid = pbx.running_pid()
+                assert asterisk_pid is not None
+                ctx = Context(variant, prompts, Sipp(paths, pbx=f"127.0.0.1:"
+                                                     f"{settings.pbx.sip_port}"),
+                              timing, asterisk_pid, service.pid, log,
+                              settings.recordings.local_dir, engine, database, work)
+                for rate in (args.short_rates if prompts == "short" else args.real_rates):
+                    index += 1
+                    row = await run_step(ctx, index % 100, rate, args.seconds)
+                    rows.append(row)
+                    print(summary(row), flush=True)
+                    if not row["clean"]:
+                        break  # past capacity: the row shows how it degrades
+                    await asyncio.sleep(3)
+        finally:
+            await engine.dispose()
+            service.send_signal(signal.SIGTERM)
+            service.wait(30)
+            pbx.stop()
+    write_reports(OUT, rows, args.label)
+    print(f"bench: {OUT / 'results.json'}, results.md, results.png")
+    return 0
+
+
+async def fresh_database(url: str, name: str) -> str:
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+    target = url.rsplit("/", 1)[0] + f"/{name}"
+    await asyncio.to_thread(upgrade, target)
+    return target
+
+
+def start_service(url: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes],
+                                                                      Path]:
+    environment = os.environ | env | {"IVR_DATABASE__URL": url,
+                                      "IVR_JOURNAL__DIRECTORY": str(log.parent / "journal"),
+                                      "IVR_WEB__ENABLED": "false"}
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=environment,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    return process, log
+
+
+async def wait_for(log: Path, message: str, wait: float = 30) -> None:
+    for _ in range(int(wait * 10)):
+        if f'"{message}"' in await asyncio.to_thread(_text, log):
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"bench: the service did not log {message!r}; see {log}")
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def summary(row: dict[str, Any]) -> str:
+    return (f"{row['prompts']:5} {row['variant']:8} {row['rate_cps']:6g} cps: "
+            f"{row['succeeded']}/{row['attempted']} ok, recordings {row['recordings']}, "
+            f"receipts {row['receipts']}, clean {row['clean']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(run(arguments(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""One benchmark step: SIPp places service-line calls at one rate for a fixed time, half
+pressing 1 by SIP INFO during the question, half by RFC 4733 after the notice; then what
+was stored and recorded is counted and the latencies are read back.
+
+The two halves give the service's two latencies without the caller's own delay in them:
+a digit heard during the question is decided at the notice's end (notice end ->
+MixMonitor), a digit after the notice is decided at once (digit -> decision stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.measure import MemorySampler, cpu_seconds, percentile, transactions
+from testpbx.sipp import Pause, Press, Sipp
+
+SERVICE_NUMBER = "040404040"
+BASELINE_NUMBER = "baseline"
+
+CALLS_SQL = """
+SELECT c.id::text AS id, c.ended_at, d.decision, d.digit_at, d.notice_ended_at,
+       r.file_name, r.mixmonitor_id, r.started_at AS recording_started_at
+FROM calls c LEFT JOIN decisions d ON d.call_id = c.id LEFT JOIN recordings r ON r.call_id = c.id
+WHERE c.caller_raw LIKE :prefix
+"""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the callers press, from the notice's segment lengths (ms)."""
+
+    question_mid_ms: int  # during the question: SIP INFO callers
+    after_notice_ms: int  # after the closing segment: RFC 4733 callers
+    call_ms: int  # answer to the caller's BYE
+
+    @classmethod
+    def of(cls, segments_ms: list[int]) -> Timing:
+        information, question, _closing = segments_ms
+        notice = sum(segments_ms)
+        return cls(information + question // 2, notice + 800, notice + 3000)
+
+
+@dataclass
+class Context:
+    variant: str  # "service" | "baseline"
+    prompts: str  # "short" | "real"
+    sipp: Sipp
+    timing: Timing
+    asterisk_pid: int
+    service_pid: int
+    service_log: Path
+    recordings: Path
+    engine: AsyncEngine
+    database: str
+    work: Path
+
+
+async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[str, Any]:
+    """Place ``rate * seconds`` calls; everything measured about them."""
+    half = max(1, round(rate * seconds / 2))
+    step_dir = ctx.work / f"{ctx.prompts}-{ctx.variant}-{rate:g}"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    prefix = f"031{index:02d}"
+    started_wall = time.time()
+    log_offset = ctx.service_log.stat().st_size if ctx.service_log.exists() else 0
+    cpu_before = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    xact_before = await transactions(ctx.engine, ctx.database)
+    stop = asyncio.Event()
+    memory = MemorySampler(ctx.service_pid)
+    sampler = asyncio.create_task(memory.run(stop))
+    try:
+        info, rfc = await asyncio.gather(
+            place(ctx, step_dir, f"{prefix}1", "info", ctx.timing.question_mid_ms, rate / 2,
+                  half, seconds, 7200),
+            place(ctx, step_dir, f"{prefix}2", "rfc4733", ctx.timing.after_notice_ms,
+                  rate / 2, half, seconds, 7300))
+        await settle(ctx, prefix, 2 * half)
+    finally:
+        stop.set()
+        await sampler
+    cpu_after = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    xact_after = await transactions(ctx.engine, ctx.database)
+    attempted = info["attempted"] + rfc["attempted"]
+    succeeded = info["succeeded"] + rfc["succeeded"]
+    row: dict[str, Any] = {
+        "variant": ctx.variant, "prompts": ctx.prompts, "rate_cps": rate,
+        "attempted": attempted, "succeeded": succeeded, "failed": attempted - succeeded,
+        "invite_200_ms_p50": percentile(info["rtt"] + rfc["rtt"], 0.5),
+        "invite_200_ms_p99": percentile(info["rtt"] + rfc["rtt"], 0.99),
+        "asterisk_cpu_s_per_call": round((cpu_after[0] - cpu_before[0]) / max(1, attempted), 4),
+    }
+    if ctx.variant == "baseline":
+        files = [p for p in ctx.recordings.glob("baseline-*")
+                 if p.stat().st_mtime >= started_wall]
+        row |= {"recordings": len(files), "receipts": None}
+    else:
+        row |= await service_figures(ctx, prefix, log_offset)
+        row |= {
+            "service_cpu_s_per_call": round((cpu_after[1] - cpu_before[1]) / max(1, attempted),
+                                            4),
+            "db_transactions_per_call": round((xact_after - xact_before) / max(1, attempted), 2),
+            "service_peak_rss_mb": round(memory.peak_mb, 1),
+        }
+    complete = row["recordings"] == attempted and (ctx.variant == "baseline"
+                                                   or row["receipts"] == attempted)
+    row["clean"] = attempted > 0 and row["failed"] == 0 and complete
+    return row
+
+
+async def place(ctx: Context, step_dir: Path, caller_prefix: str, how: str, press_ms: int,
+                rate: float, calls: int, seconds: int, port: int) -> dict[str, Any]:
+    """One SIPp process: ``calls`` calls at ``rate``, each pressing 1 at ``press_ms``."""
+    scenario = ctx.sipp.scenario((Pause(press_ms), Press("1", how)),
+                                 max(500, ctx.timing.call_ms - press_ms))
+    text_ = scenario.read_text().replace("[caller]", f"{caller_prefix}[call_number]")
+    path = step_dir / f"caller-{how}.xml"
+    path.write_text(text_)
+    stats = step_dir / f"{how}-stats.csv"
+    number = SERVICE_NUMBER if ctx.variant == "service" else BASELINE_NUMBER
+    timeout = seconds + ctx.timing.call_ms // 1000 + 60
+    args = ["sipp", "-sf", str(path), "-s", number, "-r", f"{rate:g}", "-m", str(calls),
+            "-l", str(max(50, int(rate * (ctx.timing.call_ms / 1000 + 10)))),
+            "-i", "127.0.0.1", "-p", str(port), "-mp", str(40000 + (port - 7200) * 10),
+            "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_rtt", "-rtt_freq", "1",
+            "-timeout", f"{timeout}s", "-nostdin", "-trace_err", "-error_file",
+            str(step_dir / f"{how}-errors.log"), ctx.sipp.pbx]
+    with open(step_dir / f"{how}.log", "wb") as out:  # noqa: ASYNC230 (opened once)
+        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=out, stderr=out, cwd=step_dir)
+        await proc.wait()
+    succeeded, failed = sipp_counts(stats)
+    return {"attempted": calls, "succeeded": succeeded, "failed": failed,
+            "rtt": response_times(step_dir, path.stem)}
+
+
+def sipp_counts(stats: Path) -> tuple[int, int]:
+    """Successful and failed calls from the last line of SIPp's statistics file."""
+    with contextlib.suppress(FileNotFoundError):
+        rows = list(csv.DictReader(stats.open(), delimiter=";"))
+        if rows:
+            return int(rows[-1]["SuccessfulCall(C)"]), int(rows[-1]["FailedCall(C)"])
+    return 0, 0
+
+
+def response_times(step_dir: Path, stem: str) -> list[float]:
+    """INVITE -> 200 OK of each call (ms), from SIPp's rtt file."""
+    found: list[float] = []
+    for path in step_dir.glob(f"{stem}_*_rtt.csv"):
+        for row in csv.DictReader(path.open(), delimiter=";"):
+            with contextlib.suppress(KeyError, ValueError):
+                found.append(float(row["response_time_1"] if "response_time_1" in row
+                                   else row["ResponseTime1"]))
+    return found
+
+
+async def settle(ctx: Context, prefix: str, expected: int, wait: float = 45.0) -> None:
+    """Wait until the service has closed the step's calls (or give up: counted as lost)."""
+    if ctx.variant != "service":
+        await asyncio.sleep(2)
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        async with ctx.engine.connect() as connection:
+            open_calls = (await connection.execute(text(
+                "SELECT count(*) FILTER (WHERE ended_at IS NULL), count(*) FROM calls "
+                "WHERE caller_raw LIKE :p"), {"p": prefix + "%"})).one()
+        if open_calls[0] == 0 and open_calls[1] >= expected:
+            return
+        await asyncio.sleep(0.5)
+
+
+async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[str, Any]:
+    async with ctx.engine.connect() as connection:
+        rows = [dict(r) for r in (await connection.execute(
+            text(CALLS_SQL), {"prefix": prefix + "%"})).mappings()]
+    stored_at = decision_log_times(ctx.service_log, log_offset)
+    notice_to_record, digit_to_stored = [], []
+    for r in rows:
+        if r["decision"] == "consent" and r["recording_started_at"] and r["notice_ended_at"] \
+                and r["digit_at"] and r["digit_at"] <= r["notice_ended_at"]:
+            notice_to_record.append(ms(r["notice_ended_at"], r["recording_started_at"]))
+        if r["digit_at"] and r["notice_ended_at"] and r["digit_at"] > r["notice_ended_at"] \
+                and r["id"] in stored_at:
+            digit_to_stored.append(ms(r["digit_at"], stored_at[r["id"]]))
+    recorded = [r for r in rows if r["file_name"] and r["mixmonitor_id"]
+                and (ctx.recordings / r["file_name"]).is_file()]
+    unbased = [r for r in recorded if r["decision"] not in ("consent", "legal_basis")]
+    return {
+        "receipts": sum(r["decision"] == "consent" for r in rows),
+        "recordings": len(recorded), "recordings_without_decision": len(unbased),
+        "notice_end_to_mixmonitor_ms_p50": percentile(notice_to_record, 0.5),
+        "notice_end_to_mixmonitor_ms_p99": percentile(notice_to_record, 0.99),
+        "digit_to_decision_stored_ms_p50": percentile(digit_to_stored, 0.5),
+        "digit_to_decision_stored_ms_p99": percentile(digit_to_stored, 0.99),
+    }
+
+
+def decision_log_times(log: Path, offset: int) -> dict[str, datetime]:
+    """call id -> when the service logged its decision as stored (after the commit)."""
+    found: dict[str, datetime] = {}
+    with log.open("rb") as stream:
+        stream.seek(offset)
+        for line in stream:
+            if b'"decision stored"' not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError):
+                entry = json.loads(line)
+                found[entry["call_id"]] = datetime.fromisoformat(entry["time"])
+    return found
+
+
+def ms(start: datetime, end: datetime) -> float:
+    return round((end - start).total_seconds() * 1000, 1)

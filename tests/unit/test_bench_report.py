@@ -1,0 +1,57 @@
+"""The benchmark's arithmetic: percentiles, a variant's capacity (the highest rate of the
+unbroken clean run from the lowest rate), the ratio, and when the callers press."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.measure import percentile
+from bench.report import capacity, markdown, summary, write_reports
+from bench.steps import Timing
+
+
+def row(variant: str, rate: float, clean: bool, prompts: str = "short") -> dict[str, Any]:
+    return {"variant": variant, "prompts": prompts, "rate_cps": rate, "clean": clean,
+            "attempted": 10, "succeeded": 10 if clean else 8, "failed": 0 if clean else 2,
+            "recordings": 10, "receipts": None, "invite_200_ms_p50": 3.0,
+            "invite_200_ms_p99": 9.0, "digit_to_decision_stored_ms_p99": None}
+
+
+def test_percentiles() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.5
+    assert 98.9 < (percentile(values, 0.99) or 0) <= 100
+    assert percentile([], 0.5) is None and percentile([7.0], 0.99) == 7.0
+
+
+def test_capacity_is_the_last_clean_rate_before_the_first_failure() -> None:
+    rows = [row("service", 10, True), row("service", 20, True), row("service", 30, False),
+            row("service", 40, True)]
+    assert capacity(rows, "service", "short") == 20
+    assert capacity([row("service", 5, False)], "service", "short") == 0
+
+
+def test_the_summary_gives_both_capacities_and_their_ratio_per_prompt_kind() -> None:
+    rows = [row("baseline", 40, True), row("baseline", 50, False), row("service", 30, True),
+            row("service", 40, False), row("baseline", 10, True, "real"),
+            row("service", 10, True, "real")]
+    result = summary(rows)
+    assert result["baseline"] == {"max_clean_cps": 40} and result["ratio"] == 0.75
+    assert result["by_prompts"]["real"]["ratio"] == 1.0
+
+
+def test_the_reports_are_written(tmp_path: Path) -> None:
+    rows = [row("baseline", 10, True), row("service", 10, True), row("service", 20, False)]
+    write_reports(tmp_path, rows, "unit")
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    text = (tmp_path / "results.md").read_text()
+    assert "| short | service | 20 | 10 | 8 | 2 |" in text and "**no**" in text
+    assert markdown({"label": "", "measured_at": "t", "machine": "m", "by_prompts": {},
+                     "rows": []}).startswith("# Benchmark results")
+
+
+def test_callers_press_during_the_question_and_after_the_notice() -> None:
+    timing = Timing.of([2700, 2300, 2000])
+    assert timing.question_mid_ms == 2700 + 1150
+    assert timing.after_notice_ms == 7800 and timing.call_ms == 10000
