@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,7 +71,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     """Place ``rate * seconds`` calls; everything measured about them."""
     half = max(1, round(rate * seconds / 2))
     step_dir = ctx.work / f"{ctx.prompts}-{ctx.variant}-{rate:g}"
-    step_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(step_dir, ignore_errors=True)
+    step_dir.mkdir(parents=True)
     prefix = f"031{index:02d}"
     started_wall = time.time()
     log_offset = ctx.service_log.stat().st_size if ctx.service_log.exists() else 0
@@ -159,8 +161,7 @@ def response_times(step_dir: Path, stem: str) -> list[float]:
     for path in step_dir.glob(f"{stem}_*_rtt.csv"):
         for row in csv.DictReader(path.open(), delimiter=";"):
             with contextlib.suppress(KeyError, ValueError):
-                found.append(float(row["response_time_1"] if "response_time_1" in row
-                                   else row["ResponseTime1"]))
+                found.append(float(row["response_time_ms"]))
     return found
 
 
