@@ -39,5 +39,5 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "websockets"):
+    for noisy in ("websockets",):
         logging.getLogger(noisy).setLevel(logging.WARNING)

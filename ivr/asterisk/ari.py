@@ -1,5 +1,5 @@
-"""A thin, typed ARI client: REST calls with httpx, events over a websocket that
-reconnects with backoff.
+"""A thin, typed ARI client: REST calls over kept-alive HTTP/1.1 (ivr/asterisk/http.py),
+events over a websocket that reconnects with backoff.
 
 After every (re)connect the event stream yields :class:`Connected`: ARI replays nothing, so
 the application lists the channels it owns and resolves them (see the call service).
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ivr.asterisk.ari_events import AriEventError, Channel, Event, parse_channel, parse_event
+from ivr.asterisk.http import HttpError, HttpPool
 from ivr.settings import AriSettings
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,12 @@ class Connected:
 
 
 class AriClient:
-    def __init__(self, settings: AriSettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: AriSettings) -> None:
         self.settings = settings
         password = settings.password.get_secret_value()
         self._auth = (settings.username, password)
-        self._http = http or httpx.AsyncClient(
-            base_url=settings.url.rstrip("/") + "/ari",
-            auth=self._auth,
-            timeout=httpx.Timeout(10.0, connect=3.0),
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_connections),
-        )
+        self._http = HttpPool(settings.url.rstrip("/") + "/ari", settings.username, password,
+                              settings.max_connections)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -65,20 +60,25 @@ class AriClient:
                       json: Any = None) -> Any:
         started = asyncio.get_running_loop().time()
         try:
-            response = await self._http.request(method, path, params=params, json=json)
-        except httpx.HTTPError as exc:
-            raise AriError(f"ARI {method} {path}: {type(exc).__name__}: {exc}") from None
-        log.debug("ARI request", extra={
-            "method": method, "path": path, "status": response.status_code,
-            "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
-        if response.status_code == 404 and path.startswith("/channels/"):
+            response = await self._http.request(method, path, params=dict(params or {}),
+                                                json=json)
+        except HttpError as exc:
+            raise AriError(f"ARI {method} {path}: {exc}") from None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ARI request", extra={
+                "method": method, "path": path, "status": response.status,
+                "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
+        if response.status == 404 and path.startswith("/channels/"):
             raise ChannelGone(f"ARI {method} {path}: channel not found", 404)
-        if response.status_code >= 400:
-            raise AriError(f"ARI {method} {path}: {response.status_code} "
-                           f"{response.text[:200]}", response.status_code)
-        if response.status_code == 204 or not response.content:
+        if response.status >= 400:
+            raise AriError(f"ARI {method} {path}: {response.status} "
+                           f"{response.text[:200]}", response.status)
+        if response.status == 204 or not response.body:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise AriError(f"ARI {method} {path}: a reply that is not JSON") from None
 
     async def answer(self, channel_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/answer")
