@@ -140,7 +140,11 @@ async def place(ctx: Context, step_dir: Path, caller_prefix: str, how: str, pres
     with open(step_dir / f"{how}.log", "wb") as out:  # noqa: ASYNC230 (opened once)
         proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=out, stderr=out, cwd=step_dir)
-        await proc.wait()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout + 15)
+        except TimeoutError:
+            proc.kill()  # its unfinished calls count as failed
+            await proc.wait()
     succeeded, failed = sipp_counts(stats)
     return {"attempted": calls, "succeeded": succeeded, "failed": failed,
             "rtt": response_times(step_dir, path.stem)}
