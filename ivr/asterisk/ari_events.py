@@ -137,10 +137,11 @@ def _timestamp(raw: object) -> datetime | None:
     if not isinstance(raw, str):
         return None
     try:
-        # ARI: 2026-11-22T21:55:53.280+0000
-        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%S.%f%z")
+        # ARI: 2026-11-22T21:55:53.280+0000 (fromisoformat: a tenth of strptime's cost)
+        parsed = datetime.fromisoformat(raw)
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def parse_channel(raw: dict[str, Any]) -> Channel:

@@ -67,8 +67,11 @@ class Database:
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.url: URL = make_url(settings.url.get_secret_value())
+        # No ping before each checkout (a round trip per transaction): a connection
+        # PostgreSQL dropped fails its first statement, the pool is invalidated, and the
+        # call's write goes to the outage journal (ivr/store/durable.py).
         self.engine: AsyncEngine = create_async_engine(
-            self.url, pool_size=settings.pool_size, pool_pre_ping=True
+            self.url, pool_size=settings.pool_size, pool_pre_ping=False
         )
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
