@@ -35,7 +35,7 @@ from testpbx.sipp import Sipp
 
 SHORT_CATALOGUE = REPO / "tests" / "e2e" / "short_notices.toml"
 OUT = REPO / "bench"
-SHORT_RATES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+SHORT_RATES = (5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100)
 REAL_RATES = (5, 10, 20, 30, 40, 50)
 
 
