@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ivr.policy.callbacks import Inheritance, ReturnedCall, due_at, inherit
 from ivr.policy.lines import LineKind
@@ -84,56 +84,59 @@ class Callbacks:
         """Store the missed call; open (or merge into) its caller's callback. Returns the
         callback's id, or ``None`` when the caller withheld the number. A missed call
         stored again (a journal replay) changes nothing."""
-        async with self.db.session() as session, session.begin():
-            known = (await session.execute(select(MissedCall.callback_id).where(
+        async with self.db.engine.begin() as connection:
+            known = (await connection.execute(select(MissedCall.callback_id).where(
                 MissedCall.call_id == missed.call_id))).first()
             if known is not None:
                 return known[0]
-            row = MissedCall(call_id=missed.call_id, caller=missed.caller,
-                             caller_withheld=missed.caller_withheld, reason=missed.reason,
-                             overloaded=missed.overloaded, missed_at=missed.missed_at)
-            session.add(row)
-            if missed.caller is None:
+            callback_id = None
+            if missed.caller is not None:
+                await connection.execute(insert(Callback).values(
+                    id=uuid.uuid4(), caller=missed.caller, status="open",
+                    due_at=due_at(missed.missed_at, self.window_minutes),
+                    record=False, notice_required=False, overload=missed.overloaded,
+                ).on_conflict_do_nothing(index_elements=["caller"],
+                                         index_where=OPEN_CALLBACK_INDEX))
+                callback_id = (await connection.execute(
+                    select(Callback.id).where(Callback.caller == missed.caller,
+                                              Callback.status == "open").with_for_update()
+                )).scalar_one()
+            await connection.execute(insert(MissedCall).values(
+                id=uuid.uuid4(), call_id=missed.call_id, callback_id=callback_id,
+                caller=missed.caller, caller_withheld=missed.caller_withheld,
+                reason=missed.reason, overloaded=missed.overloaded,
+                missed_at=missed.missed_at))
+            if missed.caller is None or callback_id is None:
                 return None  # a withheld number cannot be called back: the row says so
-            await session.execute(insert(Callback).values(
-                id=uuid.uuid4(), caller=missed.caller, status="open",
-                due_at=due_at(missed.missed_at, self.window_minutes),
-                record=False, notice_required=False, overload=missed.overloaded,
-            ).on_conflict_do_nothing(index_elements=["caller"],
-                                     index_where=OPEN_CALLBACK_INDEX))
-            callback = (await session.execute(
-                select(Callback).where(Callback.caller == missed.caller,
-                                       Callback.status == "open").with_for_update()
-            )).scalar_one()
-            row.callback_id = callback.id
-            await session.flush()
-            await self._refresh(session, callback)
-            return callback.id
+            await self._refresh(connection, callback_id, missed.caller)
+            return callback_id
 
-    async def _refresh(self, session: AsyncSession, callback: Callback) -> Inheritance:
+    async def _refresh(self, executor: AsyncSession | AsyncConnection, callback_id: uuid.UUID,
+                       caller: str) -> Inheritance:
         """Recompute what the callback inherits from every call it returns."""
-        inheritance = await self.inheritance(session, callback)
-        missed = (await session.execute(select(func.bool_or(MissedCall.overloaded))
-                  .where(MissedCall.callback_id == callback.id))).scalar_one()
-        callback.record = inheritance.record
-        callback.notice_required = inheritance.notice_required
-        callback.overload = bool(missed)
+        inheritance = await self.inheritance(executor, callback_id, caller)
+        overloaded = (await executor.execute(select(func.bool_or(MissedCall.overloaded))
+                      .where(MissedCall.callback_id == callback_id))).scalar_one()
+        await executor.execute(update(Callback).where(Callback.id == callback_id).values(
+            record=inheritance.record, notice_required=inheritance.notice_required,
+            overload=bool(overloaded)))
         return inheritance
 
-    async def inheritance(self, session: AsyncSession, callback: Callback) -> Inheritance:
-        rows = (await session.execute(
+    async def inheritance(self, executor: AsyncSession | AsyncConnection,
+                          callback_id: uuid.UUID, caller: str) -> Inheritance:
+        rows = (await executor.execute(
             select(MissedCall.call_id, MissedCall.missed_at, Call.line_kind,
                    Call.notice_completed, Decision.decision, Decision.notice_ended_at)
             .join(Call, Call.id == MissedCall.call_id)
             .outerjoin(Decision, Decision.call_id == MissedCall.call_id)
-            .where(MissedCall.callback_id == callback.id))).all()
+            .where(MissedCall.callback_id == callback_id))).all()
         calls = [ReturnedCall(str(r.call_id), LineKind(r.line_kind), r.decision,
                               bool(r.notice_completed), r.missed_at, r.notice_ended_at)
                  for r in rows]
         first = min(c.missed_at for c in calls)
-        revoked = (await session.execute(
+        revoked = (await executor.execute(
             select(func.min(Revocation.received_at))
-            .where(Revocation.caller == callback.caller,
+            .where(Revocation.caller == caller,
                    Revocation.received_at >= first))).scalar_one()
         return inherit(calls, revoked)
 
@@ -146,7 +149,7 @@ class Callbacks:
             .order_by(MissedCall.missed_at))).all()
         # Recomputed, not the stored flags: a revocation received since the last merge
         # withdraws consent now (rule 8), and the flags must agree with the reason.
-        inheritance = await self.inheritance(session, callback)
+        inheritance = await self.inheritance(session, callback.id, callback.caller)
         return CallbackView(
             id=callback.id, caller=callback.caller, status=callback.status,
             due_at=callback.due_at, created_at=callback.created_at,
@@ -204,7 +207,7 @@ class Callbacks:
                 CallbackAttempt.ended_at.is_(None)))).first()
             if busy is not None:
                 raise CallbackError(f"callback {callback_id} is being placed already")
-            await self._refresh(session, callback)
+            await self._refresh(session, callback.id, callback.caller)
             attempt = CallbackAttempt(callback_id=callback_id, agent=agent, started_at=now)
             session.add(attempt)
             callback.attempts += 1
