@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json as jsonlib
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 MAX_HEAD = 64 * 1024
+# An idle connection older than this is not reused (Asterisk closes them after 15 s).
+IDLE_SECONDS = 10.0
 
 
 class HttpError(Exception):
@@ -42,6 +45,7 @@ class Response:
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    idle_since: float = 0.0
 
     def close(self) -> None:
         self.writer.close()
@@ -72,8 +76,10 @@ class HttpPool:
         head, body = self._encode(method, path, params, json)
         async with self._slots:
             for attempt in range(2):
-                reused = bool(self._idle)
-                connection = self._idle.pop() if reused else await self._connect()
+                connection = self._reusable() if attempt == 0 else None
+                reused = connection is not None
+                if connection is None:
+                    connection = await self._connect()
                 try:
                     async with asyncio.timeout(self.timeout):
                         response, keep = await self._exchange(connection, head + body)
@@ -85,11 +91,23 @@ class HttpPool:
                         continue
                     raise HttpError(f"{type(exc).__name__}: {exc}") from None
                 if keep:
+                    connection.idle_since = time.monotonic()
                     self._idle.append(connection)
                 else:
                     connection.close()
                 return response
         raise HttpError("unreachable")  # pragma: no cover
+
+    def _reusable(self) -> _Connection | None:
+        """The most recently used idle connection; those idle too long are closed (the
+        server drops them after its keep-alive time, 15 s for Asterisk)."""
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if now - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
 
     async def aclose(self) -> None:
         while self._idle:

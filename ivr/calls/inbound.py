@@ -149,7 +149,28 @@ class InboundCallRunner:
         consent = Consent(settings.consent.answer_timeout, settings.consent.question_repeats)
         call, commands = new_inbound_call(str(self.call_uuid), self.line.kind, self.line.queue,
                                           segments, consent)
-        await self.drive(call, commands)
+        try:
+            await self.drive(call, commands)
+        except Exception:
+            log.exception("call flow failed; the caller goes on to the queue",
+                          extra=self.log_extra)
+            await self.rescue()
+
+    async def rescue(self) -> None:
+        """An error the flow did not expect (ARI or the database failing mid-call): the
+        caller is not left in the application. They go on to their queue; no recording
+        is started for them here (one already running keeps its stored basis)."""
+        assert self.line is not None
+        settings = self.deps.settings
+        try:
+            await self.deps.ari.continue_in_dialplan(
+                self.channel_id, settings.dialplan.queue_context, self.line.queue)
+            self.reached_queue = True
+        except AriError as exc:
+            log.error("could not hand the caller on after the failure: %s", exc,
+                      extra=self.log_extra)
+        await self.close(cmd.CloseCall(now(), "service error: handed to the queue",
+                                       False, False), "ended")
 
     async def drive(self, call: InboundCall, commands: list[cmd.Command]) -> None:
         pending: deque[ev.FlowEvent] = deque()

@@ -141,3 +141,21 @@ async def test_the_ari_client_maps_statuses_to_its_errors(serve: Serve) -> None:
     with pytest.raises(AriError, match="500 boom"):
         await ari.create_bridge("b")
     await ari.aclose()
+
+
+async def test_all_idle_connections_dropped_by_the_server_cost_one_retry(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asterisk closes every idle connection after its keep-alive time: a request after
+    a quiet spell must not fail on a second stale connection (it once did)."""
+    server, port = await serve(ok())
+    pool = HttpPool(f"http://127.0.0.1:{port}", "u", "p", 4)
+    await asyncio.gather(*(pool.request("GET", f"/{i}") for i in range(3)))  # 3 idle
+    for connection in pool._idle:  # the server drops them all
+        connection.writer.transport.abort()
+    await asyncio.sleep(0.05)
+    assert (await pool.request("GET", "/after")).status == 200
+    monkeypatch.setattr("ivr.asterisk.http.IDLE_SECONDS", 0.0)  # too old: not even tried
+    before = server.connections
+    assert (await pool.request("GET", "/later")).status == 200
+    assert server.connections == before + 1
+    await pool.aclose()

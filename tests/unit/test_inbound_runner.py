@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ivr.asterisk.ari import AriError
 from ivr.asterisk.ari_events import (
     Channel,
     ChannelHangupRequest,
@@ -132,3 +133,30 @@ async def test_a_playback_that_never_finishes_counts_as_not_heard(
     await asyncio.wait_for(task, 5)
     assert ami.names() == ["queue_load"]
     assert "store_decision" not in records.names()
+
+
+async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes() -> None:
+    """ARI failing mid-call with an error the flow does not expect (a dropped connection,
+    once): the caller is not left in the application; the call is closed, recorded only
+    as its stored decision allowed, and counts as missed."""
+    call, ari, ami, records, items = runner()
+    failing = ari.__getattr__("set_variable")
+
+    async def set_variable(*args: Any) -> None:
+        await failing(*args)
+        raise AriError("ARI POST /channels/1.1/variable: IncompleteReadError")
+
+    ari.set_variable = set_variable  # type: ignore[attr-defined]
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "play")
+    playback_id = ari.calls[-1][1][2]
+    items.put_nowait(PlaybackStarted("PlaybackStarted", T0, "ivr", playback_id, "",
+                                     "channel:1.1"))
+    items.put_nowait(PlaybackFinished("PlaybackFinished", T0 + timedelta(seconds=1), "ivr",
+                                      playback_id, "", "channel:1.1", "done"))
+    await asyncio.wait_for(task, 5)
+    assert ari.names()[-1] == "continue_in_dialplan"
+    assert ari.calls[-1][1] == ("1.1", "ivr-queues", "sales")
+    assert records.names() == ["open", "store_decision", "recording_started", "close",
+                               "record_missed"]
+    assert ami.names() == ["mix_monitor", "queue_load"]
