@@ -77,15 +77,20 @@ async def wait_for(recorder: Recorder, name: str) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_a_sales_call_runs_each_command_once_in_order() -> None:
-    call, ari, ami, records, items = runner()
-    task = asyncio.create_task(call.run())
+async def notice_heard(ari: Recorder, items: asyncio.Queue[CallItem]) -> None:
+    """The sales notice plays from start to end."""
     await wait_for(ari, "play")
     playback_id = ari.calls[-1][1][2]
     items.put_nowait(PlaybackStarted("PlaybackStarted", T0, "ivr", playback_id, "",
                                      "channel:1.1"))
     items.put_nowait(PlaybackFinished("PlaybackFinished", T0 + timedelta(seconds=1), "ivr",
                                       playback_id, "", "channel:1.1", "done"))
+
+
+async def test_a_sales_call_runs_each_command_once_in_order() -> None:
+    call, ari, ami, records, items = runner()
+    task = asyncio.create_task(call.run())
+    await notice_heard(ari, items)
     await wait_for(ari, "continue_in_dialplan")
     for ignored in (StasisEnd("StasisEnd", T0, "ivr", CHANNEL),
                     OtherEvent("ChannelVarset", T0, "ivr"),
@@ -148,12 +153,7 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
 
     ari.set_variable = set_variable  # type: ignore[attr-defined]
     task = asyncio.create_task(call.run())
-    await wait_for(ari, "play")
-    playback_id = ari.calls[-1][1][2]
-    items.put_nowait(PlaybackStarted("PlaybackStarted", T0, "ivr", playback_id, "",
-                                     "channel:1.1"))
-    items.put_nowait(PlaybackFinished("PlaybackFinished", T0 + timedelta(seconds=1), "ivr",
-                                      playback_id, "", "channel:1.1", "done"))
+    await notice_heard(ari, items)
     await asyncio.wait_for(task, 5)
     assert ari.names()[-1] == "continue_in_dialplan"
     assert ari.calls[-1][1] == ("1.1", "ivr-queues", "sales")
