@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 
 import pytest
 from pydantic import SecretStr
@@ -10,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ivr.settings import DatabaseSettings
 from ivr.store.database import Database
+from ivr.store.migrate import upgrade
+
+OwnDatabase = Callable[[int], AbstractAsyncContextManager[Database]]
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +39,21 @@ async def session(database: Database) -> AsyncIterator[AsyncSession]:
         await session.close()
         await transaction.rollback()
         await connection.close()
+
+
+@pytest.fixture(scope="session")
+def own_database(new_database: Callable[[], AbstractContextManager[str]]) -> OwnDatabase:
+    """A fresh, migrated database of the test's (or module's) own, with a pool of the
+    given size; dropped at the end. For tests that commit (audit chains, replays)."""
+
+    @asynccontextmanager
+    async def make(pool_size: int) -> AsyncIterator[Database]:
+        with new_database() as url:
+            await asyncio.to_thread(upgrade, url)
+            database = Database(DatabaseSettings(url=SecretStr(url), pool_size=pool_size))
+            try:
+                yield database
+            finally:
+                await database.dispose()
+
+    return make

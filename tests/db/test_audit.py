@@ -9,40 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from itertools import pairwise
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ivr.settings import DatabaseSettings
 from ivr.store import audit as actions
 from ivr.store.audit import AuditLog, entry_hash
-from ivr.store.database import Database
-from ivr.store.migrate import upgrade
 from ivr.store.models import AUDIT_GENESIS_HASH, AuditEntry, Revocation
+
+from .conftest import OwnDatabase
 
 pytestmark = pytest.mark.db
 
-NewDatabase = Callable[[], AbstractContextManager[str]]  # tests/conftest.py
 MADE_UP_HASH = "ab" * 32
 
 
 @pytest.fixture
-async def audit(new_database: NewDatabase) -> AsyncIterator[AuditLog]:
+async def audit(own_database: OwnDatabase) -> AsyncIterator[AuditLog]:
     """An audit log over a fresh, migrated database of its own, with a pool of 5."""
-    with new_database() as url:
-        await asyncio.to_thread(upgrade, url)
-        db = Database(DatabaseSettings(url=SecretStr(url), pool_size=5))
-        try:
-            yield AuditLog(db)
-        finally:
-            await db.dispose()
+    async with own_database(5) as db:
+        yield AuditLog(db)
 
 
 async def five_entries(audit: AuditLog) -> list[AuditEntry]:

@@ -7,45 +7,36 @@ The tests commit, so each gets a private database, migrated like any other.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from pydantic import SecretStr
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ivr.settings import DatabaseSettings
 from ivr.store.audit import AuditLog
 from ivr.store.database import Database
-from ivr.store.migrate import upgrade
 from ivr.store.models import AuditEntry, ConsoleSession, ConsoleUser
 from ivr.web.auth import ROLES, SessionInfo, Sessions, UserError, Users, csrf_ok
 
+from .conftest import OwnDatabase
+
 pytestmark = pytest.mark.db
 
-NewDatabase = Callable[[], AbstractContextManager[str]]  # tests/conftest.py
 PASSWORD = "korenček-42-modri"
 # Cheap parameters, for users whose hash must look out of date.
 WEAK = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
 
 @pytest.fixture
-async def db(new_database: NewDatabase) -> AsyncIterator[Database]:
-    with new_database() as url:
-        await asyncio.to_thread(upgrade, url)
-        database = Database(DatabaseSettings(url=SecretStr(url), pool_size=2))
-        try:
-            yield database
-        finally:
-            await database.dispose()
+async def db(own_database: OwnDatabase) -> AsyncIterator[Database]:
+    async with own_database(2) as database:
+        yield database
 
 
 @pytest.fixture

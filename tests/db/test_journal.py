@@ -4,12 +4,10 @@ twice (a crash in the middle) duplicates nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,26 +22,21 @@ from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.database import Database
 from ivr.store.durable import DurableRecords
 from ivr.store.journal import Journal
-from ivr.store.migrate import upgrade
 from ivr.store.models import AuditEntry, Call, MissedCall, Recording
 from ivr.store.models import Decision as DecisionRow
 from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
 
+from .conftest import OwnDatabase
+
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-NewDatabase = Callable[[], AbstractContextManager[str]]  # tests/conftest.py
 UNREACHABLE = "postgresql+psycopg://ivr:x@127.0.0.1:1/ivr"
 
 
 @pytest.fixture(scope="module")
-async def database(new_database: NewDatabase) -> AsyncIterator[Database]:
+async def database(own_database: OwnDatabase) -> AsyncIterator[Database]:
     """A migrated database of this module's own: replays commit audit entries."""
-    with new_database() as url:
-        await asyncio.to_thread(upgrade, url)
-        db = Database(DatabaseSettings(url=SecretStr(url), pool_size=2))
-        try:
-            yield db
-        finally:
-            await db.dispose()
+    async with own_database(2) as db:
+        yield db
 
 
 @pytest.fixture
