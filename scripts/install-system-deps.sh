@@ -36,6 +36,11 @@ if ! pg_up; then
     missing+=(postgresql)
   fi
 fi
+# The outage test runs a PostgreSQL server of its own (testpbx/postgres.py): it needs the
+# server's binaries even where the database on 5432 is another machine's.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ " ${missing[*]} " != *" postgresql "* ]]; then
+  missing+=(postgresql)
+fi
 
 apt_install() {
   export DEBIAN_FRONTEND=noninteractive
