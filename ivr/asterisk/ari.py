@@ -24,6 +24,12 @@ from ivr.settings import AriSettings
 
 log = logging.getLogger(__name__)
 
+# The only events the call flows read. Asterisk drops the rest before they are sent (ARI
+# application event filter): a channel followed into the queue would otherwise send an
+# event for every dialplan step and variable, each parsed here for nothing.
+WANTED_EVENTS = ("StasisStart", "StasisEnd", "ChannelDtmfReceived", "ChannelHangupRequest",
+                 "ChannelDestroyed", "ChannelVarset", "PlaybackStarted", "PlaybackFinished")
+
 
 class AriError(RuntimeError):
     """ARI refused a request or could not be reached."""
@@ -147,6 +153,15 @@ class AriClient:
         await self.request("POST", f"/applications/{self.settings.app}/subscription",
                            params={"eventSource": f"channel:{channel_id}"})
 
+    async def filter_events(self) -> None:
+        """Ask Asterisk to send the application only :data:`WANTED_EVENTS`. Without the
+        filter (an Asterisk that refuses it) every event still arrives and is ignored."""
+        try:
+            await self.request("PUT", f"/applications/{self.settings.app}/eventFilter",
+                               json={"allowed": [{"type": kind} for kind in WANTED_EVENTS]})
+        except AriError as exc:
+            log.warning("ARI event filter not set (every event is sent): %s", exc)
+
     # events -------------------------------------------------------------------------------
     def events_url(self) -> str:
         parts = urlsplit(self.settings.url)
@@ -168,6 +183,7 @@ class AriClient:
                     reconnects += 1
                     backoff = 0.5
                     log.info("ARI events connected", extra={"reconnects": reconnects})
+                    await self.filter_events()
                     yield Connected(reconnects)
                     try:
                         async for frame in ws:
