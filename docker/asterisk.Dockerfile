@@ -1,7 +1,17 @@
-# Asterisk 22 from Debian unstable, as the native test PBX builds it with debootstrap.
+# Asterisk 22 from Debian unstable: the packages the native test PBX debootstraps into its
+# root (testpbx/packages/asterisk-root.txt, read by testpbx/root.py too), installed without
+# recommends as debootstrap does. Its configuration is not in the image: the pbx-config
+# one-shot (docker/render_pbx.py) renders asterisk-conf/ into the pbx-etc volume, and
+# /etc/asterisk points there.
 FROM debian:sid
+COPY testpbx/packages/asterisk-root.txt /tmp/asterisk-root.txt
 RUN apt-get update \
- && apt-get install -y --no-install-recommends asterisk asterisk-moh-opsound-gsm \
- && rm -rf /var/lib/apt/lists/* /etc/asterisk/*
-# /etc/asterisk is rendered by the service container into the shared volume.
-CMD ["/usr/sbin/asterisk", "-f", "-n", "-q"]
+ && sed 's/#.*//' /tmp/asterisk-root.txt | xargs -r apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/asterisk-root.txt \
+ && /usr/sbin/asterisk -V | grep -q '^Asterisk 22' \
+ && rm -rf /etc/asterisk \
+ && ln -s /srv/pbx/root/etc/asterisk /etc/asterisk \
+ && install -d -m 0750 /var/spool/asterisk/ivr-recordings
+# As natively (testpbx/asterisk.py): in the foreground, as the owner of its directories
+# (no runuser), files it writes (recordings) not readable by others.
+CMD ["sh", "-c", "umask 027 && exec /usr/sbin/asterisk -f -n -q"]

@@ -11,16 +11,15 @@ die() { printf '\nsetup: %s\n  fix: %s\n\n' "$1" "$2" >&2; exit 1; }
 command -v apt-get >/dev/null || die "apt-get not found: this setup is for Debian (12 or later)" \
     "use a Debian machine, or docker-compose.yml on a machine with a Docker engine"
 
-# command -> package
-declare -A wanted=(
-  [debootstrap]=debootstrap
-  [sipp]=sip-tester
-  [espeak-ng]=espeak-ng
-  [sox]=sox
-  [psql]=postgresql-client
-  [ss]=iproute2
-  [chromium]=chromium
-)
+# command -> package, from the one list the Docker images install from too
+packages="$(dirname "$0")/../testpbx/packages/host.txt"
+[ -r "$packages" ] || die "$packages is missing" "restore it: it ships with the repository"
+declare -A wanted=()
+while read -r cmd pkg _; do
+  [[ -z "$cmd" || "$cmd" == \#* ]] && continue
+  [ -n "$pkg" ] || die "$packages: no package for the command $cmd" "write: COMMAND PACKAGE"
+  wanted[$cmd]=$pkg
+done < "$packages"
 missing=()
 for cmd in "${!wanted[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")

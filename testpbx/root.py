@@ -16,7 +16,20 @@ from testpbx.errors import SetupError
 from testpbx.paths import Paths
 
 SUITE = "sid"
-PACKAGES = ("asterisk", "asterisk-moh-opsound-gsm")
+# One list for this root and the Docker image of the same PBX (docker/asterisk.Dockerfile).
+PACKAGE_LIST = Path(__file__).with_name("packages") / "asterisk-root.txt"
+
+
+def read_packages(path: Path) -> tuple[str, ...]:
+    """The package names of a list: one a line, ``#`` starts a comment."""
+    names = tuple(name for line in path.read_text().splitlines()
+                  if (name := line.split("#", 1)[0].strip()))
+    if not names:
+        raise SetupError(f"{path} names no packages", f"list the root's packages in {path}")
+    return names
+
+
+PACKAGES = read_packages(PACKAGE_LIST)
 RECIPE = f"debootstrap minbase {SUITE} {' '.join(PACKAGES)} v1"
 MARKER = ".ivr-testpbx-root"
 
