@@ -7,6 +7,7 @@
 # The Debian packages of each target are the host's (testpbx/packages/host.txt, the targets
 # in its third column), the ones scripts/install-system-deps.sh installs natively.
 FROM debian:bookworm AS python
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
@@ -22,6 +23,7 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY docker/image-packages.sh docker/
 
 FROM python AS service
+ARG DEBIAN_FRONTEND=noninteractive
 RUN packages=$(sh docker/image-packages.sh testpbx/packages/host.txt service) \
  && apt-get update \
  && apt-get install -y --no-install-recommends $packages \
@@ -31,6 +33,7 @@ COPY docker/render_pbx.py docker/
 CMD ["sh", "-c", "umask 027 && ivr db upgrade && exec ivr serve"]
 
 FROM python AS sipp
+ARG DEBIAN_FRONTEND=noninteractive
 RUN packages=$(sh docker/image-packages.sh testpbx/packages/host.txt sipp) \
  && apt-get update \
  && apt-get install -y --no-install-recommends $packages \

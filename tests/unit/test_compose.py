@@ -384,6 +384,24 @@ def test_the_asterisk_image_installs_exactly_the_native_roots_packages(
         f"debootstrap minbase sid {' '.join(native_root.PACKAGES)} v1") == native_root.RECIPE
 
 
+def test_the_asterisk_image_has_the_directories_asterisk_conf_names(
+        services: dict[str, dict[str, Any]]) -> None:
+    """Asterisk writes to these: the native harness makes them in its root; the image makes
+    them (no systemd in a container creates /var/run/asterisk); /etc/asterisk is the
+    rendered configuration."""
+    dockerfile = parse_dockerfile(REPO / services["asterisk"]["build"]["dockerfile"])
+    runs = " ".join(dockerfile.stages["0"].all("RUN"))
+    made = {w for part in runs.split("&&") if part.strip().startswith("install -d")
+            for w in part.split()[2:] if w.startswith("/")}
+    core = (REPO / "asterisk-conf" / "asterisk.conf").read_text()
+    directories = dict(re.findall(r"^(ast\w+dir) => (\S+)$", core, re.MULTILINE))
+    for key in ("astcachedir", "astvarlibdir", "astdbdir", "astkeydir", "astspooldir",
+                "astrundir", "astlogdir"):
+        assert directories[key] in made, f"the image does not make {key} {directories[key]}"
+    assert directories["astetcdir"] == "/etc/asterisk" and "ln -s" in runs
+    assert "/var/spool/asterisk/ivr-recordings" in made
+
+
 def test_each_ivr_image_installs_its_packages_from_the_hosts_list(
         services: dict[str, dict[str, Any]]) -> None:
     dockerfile = parse_dockerfile(REPO / "docker" / "ivr.Dockerfile")
