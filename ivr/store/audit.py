@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, bindparam, cast, func, select
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg.types.json import Jsonb
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ivr.store.database import Database
 from ivr.store.models import AUDIT_GENESIS_HASH, AuditEntry
@@ -46,6 +46,20 @@ ACTIONS = frozenset({
 
 # The advisory lock every append takes: b"ivraudit" read as a big-endian bigint.
 AUDIT_LOCK_KEY = 0x6976_7261_7564_6974
+
+LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
+# Read after the lock, in a statement of its own (a statement's snapshot is taken when it
+# starts): the chain's last hash, the details as PostgreSQL stores them, and its clock.
+CHAIN_END = """
+SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1), %(details)s::jsonb,
+       clock_timestamp()
+"""
+INSERT_ENTRY = """
+INSERT INTO audit_log (at, actor, action, subject_type, subject_id, details, prev_hash, hash)
+VALUES (%(at)s, %(actor)s, %(action)s, %(subject_type)s, %(subject_id)s, %(details)s,
+        %(prev_hash)s, %(hash)s)
+RETURNING id
+"""
 
 
 def canonical_content(at: datetime, actor: str, action: str, subject_type: str,
@@ -170,9 +184,9 @@ class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def append(self, session: AsyncSession, actor: str, action: str, subject_type: str,
-                     subject_id: str | None, details: Mapping[str, Any] | None = None,
-                     ) -> AuditEntry:
+    async def append(self, session: AsyncSession | AsyncConnection, actor: str, action: str,
+                     subject_type: str, subject_id: str | None,
+                     details: Mapping[str, Any] | None = None) -> AuditEntry:
         """Add an entry inside the caller's transaction (``async with session.begin()``),
         so that it commits, or rolls back, with the change it records. Call it last.
 
@@ -185,25 +199,26 @@ class AuditLog:
             raise RuntimeError(
                 "AuditLog.append runs inside the caller's transaction: "
                 "call it within `async with session.begin()`")
-        await session.execute(
-            select(func.pg_advisory_xact_lock(bindparam("key", AUDIT_LOCK_KEY, BigInteger))))
-        last_hash = select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
-        row = (await session.execute(select(
-            last_hash.scalar_subquery(),
-            cast(bindparam("details", dict(details or {}), JSONB), JSONB),
-            func.clock_timestamp(type_=DateTime(timezone=True)),
-        ))).one()
-        prev_hash: str = row[0] if row[0] is not None else AUDIT_GENESIS_HASH
-        stored_details: dict[str, Any] = row[1]
-        at: datetime = row[2]
+        if isinstance(session, AsyncSession):
+            await session.flush()  # what the entry records goes in first, as before
+            connection = await session.connection()
+        else:
+            connection = session
+        # Statements sent as they are: the service appends one for every recording.
+        await connection.exec_driver_sql(LOCK, {"key": AUDIT_LOCK_KEY})
+        last_hash, stored_details, at = tuple((await connection.exec_driver_sql(
+            CHAIN_END, {"details": Jsonb(dict(details or {}))})).one())
+        prev_hash: str = last_hash if last_hash is not None else AUDIT_GENESIS_HASH
         entry = AuditEntry(
             at=at, actor=actor, action=action, subject_type=subject_type,
             subject_id=subject_id, details=stored_details, prev_hash=prev_hash,
             hash=entry_hash(prev_hash, at, actor, action, subject_type, subject_id,
                             stored_details),
         )
-        session.add(entry)
-        await session.flush()
+        entry.id = (await connection.exec_driver_sql(INSERT_ENTRY, {
+            "at": at, "actor": actor, "action": action, "subject_type": subject_type,
+            "subject_id": subject_id, "details": Jsonb(stored_details),
+            "prev_hash": prev_hash, "hash": entry.hash})).scalar_one()
         return entry
 
     async def record(self, actor: str, action: str, subject_type: str,

@@ -10,20 +10,62 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ivr.policy.callbacks import Inheritance, ReturnedCall, due_at, inherit
 from ivr.policy.lines import LineKind
 from ivr.store.database import Database
-from ivr.store.models import Call, Callback, CallbackAttempt, Decision, MissedCall, Revocation
+from ivr.store.models import Call, Callback, CallbackAttempt, MissedCall
 
-# The partial unique index's predicate, written out: a bound parameter here would stop
+KNOWN_MISSED = "SELECT callback_id FROM missed_calls WHERE call_id = %(call_id)s"
+
+# The caller's open callback: opened now, or (there is one already) locked until the missed
+# call is in and the callback's inheritance recomputed, so that instances merge one by one.
+# The partial unique index's predicate is written out: a bound parameter there would stop
 # PostgreSQL from matching the index once psycopg prepares the statement (from its fifth
 # run on a connection), and every missed call after that would fail.
-OPEN_CALLBACK_INDEX = text("status = 'open'")
+OPEN_CALLBACK = """
+INSERT INTO callbacks (id, caller, status, due_at, record, notice_required, overload)
+VALUES (%(id)s, %(caller)s, 'open', %(due_at)s, false, false, %(overload)s)
+ON CONFLICT (caller) WHERE status = 'open' DO NOTHING
+RETURNING id
+"""
+LOCK_OPEN_CALLBACK = """
+SELECT id FROM callbacks WHERE caller = %(caller)s AND status = 'open' FOR UPDATE
+"""
+
+INSERT_MISSED = """
+INSERT INTO missed_calls (id, call_id, callback_id, caller, caller_withheld, reason,
+                          overloaded, missed_at)
+VALUES (%(id)s, %(call_id)s, %(callback_id)s, %(caller)s, %(caller_withheld)s, %(reason)s,
+        %(overloaded)s, %(missed_at)s)
+"""
+
+# Every call the callback returns, with its decision; on every row, the caller's first
+# revocation since the earliest of them (rule 8) and whether any was missed in overload.
+RETURNED_CALLS = """
+WITH returned AS (
+    SELECT m.call_id, m.missed_at, m.overloaded, c.line_kind, c.notice_completed,
+           d.decision, d.notice_ended_at
+    FROM missed_calls m JOIN calls c ON c.id = m.call_id
+    LEFT JOIN decisions d ON d.call_id = m.call_id
+    WHERE m.callback_id = %(callback_id)s
+)
+SELECT returned.*, bool_or(overloaded) OVER () AS any_overloaded,
+       (SELECT min(r.received_at) FROM revocations r
+        WHERE r.caller = %(caller)s
+          AND r.received_at >= (SELECT min(missed_at) FROM returned)) AS revoked_at
+FROM returned
+"""
+
+REFRESH_CALLBACK = """
+UPDATE callbacks SET record = %(record)s, notice_required = %(notice_required)s,
+                     overload = %(overload)s
+WHERE id = %(id)s
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,29 +125,27 @@ class Callbacks:
     async def record_missed(self, missed: Missed) -> uuid.UUID | None:
         """Store the missed call; open (or merge into) its caller's callback. Returns the
         callback's id, or ``None`` when the caller withheld the number. A missed call
-        stored again (a journal replay) changes nothing."""
+        stored again (a journal replay) changes nothing. (Statements sent as they are:
+        every missed call runs them, and building them cost more CPU than running them.)"""
         async with self.db.engine.begin() as connection:
-            known = (await connection.execute(select(MissedCall.callback_id).where(
-                MissedCall.call_id == missed.call_id))).first()
+            known = (await connection.exec_driver_sql(
+                KNOWN_MISSED, {"call_id": missed.call_id})).first()
             if known is not None:
-                return known[0]
-            callback_id = None
+                return cast(uuid.UUID | None, known[0])
+            callback_id: uuid.UUID | None = None
             if missed.caller is not None:
-                await connection.execute(insert(Callback).values(
-                    id=uuid.uuid4(), caller=missed.caller, status="open",
-                    due_at=due_at(missed.missed_at, self.window_minutes),
-                    record=False, notice_required=False, overload=missed.overloaded,
-                ).on_conflict_do_nothing(index_elements=["caller"],
-                                         index_where=OPEN_CALLBACK_INDEX))
-                callback_id = (await connection.execute(
-                    select(Callback.id).where(Callback.caller == missed.caller,
-                                              Callback.status == "open").with_for_update()
-                )).scalar_one()
-            await connection.execute(insert(MissedCall).values(
-                id=uuid.uuid4(), call_id=missed.call_id, callback_id=callback_id,
-                caller=missed.caller, caller_withheld=missed.caller_withheld,
-                reason=missed.reason, overloaded=missed.overloaded,
-                missed_at=missed.missed_at))
+                callback_id = (await connection.exec_driver_sql(OPEN_CALLBACK, {
+                    "id": uuid.uuid4(), "caller": missed.caller,
+                    "due_at": due_at(missed.missed_at, self.window_minutes),
+                    "overload": missed.overloaded})).scalar_one_or_none()
+                if callback_id is None:
+                    callback_id = (await connection.exec_driver_sql(
+                        LOCK_OPEN_CALLBACK, {"caller": missed.caller})).scalar_one()
+            await connection.exec_driver_sql(INSERT_MISSED, {
+                "id": uuid.uuid4(), "call_id": missed.call_id, "callback_id": callback_id,
+                "caller": missed.caller, "caller_withheld": missed.caller_withheld,
+                "reason": missed.reason, "overloaded": missed.overloaded,
+                "missed_at": missed.missed_at})
             if missed.caller is None or callback_id is None:
                 return None  # a withheld number cannot be called back: the row says so
             await self._refresh(connection, callback_id, missed.caller)
@@ -114,31 +154,30 @@ class Callbacks:
     async def _refresh(self, executor: AsyncSession | AsyncConnection, callback_id: uuid.UUID,
                        caller: str) -> Inheritance:
         """Recompute what the callback inherits from every call it returns."""
-        inheritance = await self.inheritance(executor, callback_id, caller)
-        overloaded = (await executor.execute(select(func.bool_or(MissedCall.overloaded))
-                      .where(MissedCall.callback_id == callback_id))).scalar_one()
-        await executor.execute(update(Callback).where(Callback.id == callback_id).values(
-            record=inheritance.record, notice_required=inheritance.notice_required,
-            overload=bool(overloaded)))
+        inheritance, overloaded = await self._inherited(executor, callback_id, caller)
+        connection = executor if isinstance(executor, AsyncConnection) \
+            else await executor.connection()
+        await connection.exec_driver_sql(REFRESH_CALLBACK, {
+            "id": callback_id, "record": inheritance.record,
+            "notice_required": inheritance.notice_required, "overload": overloaded})
         return inheritance
 
     async def inheritance(self, executor: AsyncSession | AsyncConnection,
                           callback_id: uuid.UUID, caller: str) -> Inheritance:
-        rows = (await executor.execute(
-            select(MissedCall.call_id, MissedCall.missed_at, Call.line_kind,
-                   Call.notice_completed, Decision.decision, Decision.notice_ended_at)
-            .join(Call, Call.id == MissedCall.call_id)
-            .outerjoin(Decision, Decision.call_id == MissedCall.call_id)
-            .where(MissedCall.callback_id == callback_id))).all()
+        return (await self._inherited(executor, callback_id, caller))[0]
+
+    async def _inherited(self, executor: AsyncSession | AsyncConnection,
+                         callback_id: uuid.UUID, caller: str) -> tuple[Inheritance, bool]:
+        """What the callback inherits (rules 5, 8, 9), and whether any of its calls was
+        missed while the centre was overloaded, in one query."""
+        connection = executor if isinstance(executor, AsyncConnection) \
+            else await executor.connection()
+        rows = (await connection.exec_driver_sql(
+            RETURNED_CALLS, {"callback_id": callback_id, "caller": caller})).all()
         calls = [ReturnedCall(str(r.call_id), LineKind(r.line_kind), r.decision,
                               bool(r.notice_completed), r.missed_at, r.notice_ended_at)
                  for r in rows]
-        first = min(c.missed_at for c in calls)
-        revoked = (await executor.execute(
-            select(func.min(Revocation.received_at))
-            .where(Revocation.caller == caller,
-                   Revocation.received_at >= first))).scalar_one()
-        return inherit(calls, revoked)
+        return inherit(calls, rows[0].revoked_at), bool(rows[0].any_overloaded)
 
     # reading -----------------------------------------------------------------------------
     async def view(self, session: AsyncSession, callback: Callback) -> CallbackView:

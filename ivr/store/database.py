@@ -73,6 +73,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             self.url, pool_size=settings.pool_size, pool_pre_ping=False
         )
+        # The same pool, each statement its own transaction: for writes that are one
+        # statement (no BEGIN and COMMIT round trips around them).
+        self.autocommit: AsyncEngine = self.engine.execution_options(
+            isolation_level="AUTOCOMMIT")
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )

@@ -2,7 +2,10 @@
 application, its decision (with the recording it allows) is committed in one transaction
 before any recording starts, and the call is closed with what happened.
 
-A fixed number of round trips per call: open, decision, recording started, close.
+A fixed number of round trips per call: open, decision, recording started, close. The
+three writes every call makes are each one SQL statement sent as it is (a statement with
+data-modifying parts is one transaction): building them with SQLAlchemy's expression
+language cost more CPU than the rest of the call, make bench showed.
 """
 
 from __future__ import annotations
@@ -12,13 +15,55 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from ivr.flow.commands import Receipt
 from ivr.store.audit import RECORDING_NOT_STARTED, AuditLog
 from ivr.store.database import Database
-from ivr.store.models import Call, Decision, Recording
+from ivr.store.models import Call, Recording
+
+OPEN_CALL = """
+INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
+                   caller_raw, line_name, line_kind, started_at, state, node)
+VALUES (%(id)s, %(channel_id)s, %(linkedid)s, %(direction)s, %(dialled)s, %(caller)s,
+        %(caller_withheld)s, %(caller_raw)s, %(line_name)s, %(line_kind)s, %(started_at)s,
+        'answering', %(node)s)
+ON CONFLICT (channel_id) DO NOTHING
+"""
+
+# The decision, the recording it allows (if any) and the call's state, all or nothing; a
+# decision already stored (a replay) inserts nothing, so nothing else happens either.
+STORE_DECISION = """
+WITH decision AS (
+    INSERT INTO decisions (id, call_id, decision, line_kind, digit, digit_at, prompts_played,
+                           notice_started_at, notice_ended_at, question_started_at,
+                           decided_at, inherited_from_call_id)
+    VALUES (%(decision_id)s, %(call_id)s, %(decision)s, %(line_kind)s, %(digit)s,
+            %(digit_at)s, %(prompts_played)s, %(notice_started_at)s, %(notice_ended_at)s,
+            %(question_started_at)s, %(decided_at)s, %(inherited_from)s)
+    ON CONFLICT (call_id) DO NOTHING
+    RETURNING call_id, notice_ended_at
+), recording AS (
+    INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
+    SELECT %(recording_id)s, call_id, %(basis)s, %(file_name)s, %(recording_started_at)s,
+           %(expires_at)s
+    FROM decision WHERE %(recording)s
+)
+UPDATE calls SET state = 'decided', notice_completed = decision.notice_ended_at IS NOT NULL
+FROM decision WHERE calls.id = decision.call_id
+"""
+
+CLOSE_CALL = """
+WITH recording AS (
+    UPDATE recordings SET stopped_at = %(ended_at)s
+    WHERE file_name = %(recording_file)s AND stopped_at IS NULL
+)
+UPDATE calls SET answered_at = %(answered_at)s, ended_at = %(ended_at)s,
+                 end_reason = %(end_reason)s, notice_completed = %(notice_completed)s,
+                 agent_answered = %(agent_answered)s, agent = %(agent)s, state = %(state)s
+WHERE id = %(call_id)s
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,44 +124,38 @@ class CallRecords:
 
     async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
         """Insert the call; ``False`` if its channel was already recorded (a replayed event)."""
-        statement = insert(Call).values(
-            id=call.id, channel_id=call.channel_id, linkedid=call.linkedid,
-            direction=direction, dialled=call.dialled, caller=call.caller,
-            caller_withheld=call.caller_withheld, caller_raw=call.caller_raw,
-            line_name=call.line_name, line_kind=call.line_kind, started_at=call.started_at,
-            state="answering", node=self.node,
-        ).on_conflict_do_nothing(index_elements=["channel_id"])
-        async with self.db.engine.begin() as connection:
-            result = await connection.execute(statement)
+        async with self.db.autocommit.connect() as connection:
+            result = await connection.exec_driver_sql(OPEN_CALL, {
+                "id": call.id, "channel_id": call.channel_id, "linkedid": call.linkedid,
+                "direction": direction, "dialled": call.dialled, "caller": call.caller,
+                "caller_withheld": call.caller_withheld, "caller_raw": call.caller_raw,
+                "line_name": call.line_name, "line_kind": call.line_kind,
+                "started_at": call.started_at, "node": self.node})
         return bool(result.rowcount)
 
     async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
                              inherited_from: uuid.UUID | None = None) -> None:
-        """Commit the receipt (and the recording it allows) in one transaction. A
-        callback's receipt names the call whose decision it inherits (rule 5). A call's
-        decision is stored once: storing it again (a journal replay) changes nothing.
-        (Core statements on a connection: the ORM's unit of work cost more CPU than the
-        rest of a call's writes, make bench showed.)"""
-        async with self.db.engine.begin() as connection:
-            inserted = await connection.execute(insert(Decision).values(
-                id=uuid.uuid4(), call_id=call_id, decision=receipt.decision.value,
-                line_kind=line_kind, digit=receipt.digit, digit_at=receipt.digit_at,
-                prompts_played=prompts_played, notice_started_at=receipt.notice_started_at,
-                notice_ended_at=receipt.notice_ended_at,
-                question_started_at=receipt.question_started_at,
-                decided_at=receipt.decided_at, inherited_from_call_id=inherited_from,
-            ).on_conflict_do_nothing(index_elements=["call_id"]))
-            if not inserted.rowcount:
-                return
-            if recording is not None:
-                await connection.execute(insert(Recording).values(
-                    id=uuid.uuid4(), call_id=call_id, basis=recording.basis,
-                    file_name=recording.file_name, started_at=recording.started_at,
-                    expires_at=recording.expires_at))
-            await connection.execute(update(Call).where(Call.id == call_id).values(
-                state="decided", notice_completed=receipt.notice_ended_at is not None))
+        """Commit the receipt (and the recording it allows) in one statement, so in one
+        transaction. A callback's receipt names the call whose decision it inherits (rule
+        5). A call's decision is stored once: storing it again (a journal replay) changes
+        nothing."""
+        async with self.db.autocommit.connect() as connection:
+            await connection.exec_driver_sql(STORE_DECISION, {
+                "decision_id": uuid.uuid4(), "call_id": call_id,
+                "decision": receipt.decision.value, "line_kind": line_kind,
+                "digit": receipt.digit, "digit_at": receipt.digit_at,
+                "prompts_played": Jsonb(prompts_played),
+                "notice_started_at": receipt.notice_started_at,
+                "notice_ended_at": receipt.notice_ended_at,
+                "question_started_at": receipt.question_started_at,
+                "decided_at": receipt.decided_at, "inherited_from": inherited_from,
+                "recording": recording is not None, "recording_id": uuid.uuid4(),
+                "basis": recording.basis if recording else None,
+                "file_name": recording.file_name if recording else None,
+                "recording_started_at": recording.started_at if recording else None,
+                "expires_at": recording.expires_at if recording else None})
 
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:
@@ -170,13 +209,10 @@ class CallRecords:
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
                     recording_file: str | None) -> None:
-        async with self.db.engine.begin() as connection:
-            await connection.execute(update(Call).where(Call.id == call_id).values(
-                answered_at=closed.answered_at, ended_at=closed.ended_at,
-                end_reason=closed.end_reason, notice_completed=closed.notice_completed,
-                agent_answered=closed.agent_answered, agent=closed.agent, state=closed.state))
-            if recording_file is not None:
-                await connection.execute(
-                    update(Recording).where(Recording.file_name == recording_file,
-                                            Recording.stopped_at.is_(None))
-                    .values(stopped_at=closed.ended_at))
+        async with self.db.autocommit.connect() as connection:
+            await connection.exec_driver_sql(CLOSE_CALL, {
+                "call_id": call_id, "answered_at": closed.answered_at,
+                "ended_at": closed.ended_at, "end_reason": closed.end_reason,
+                "notice_completed": closed.notice_completed,
+                "agent_answered": closed.agent_answered, "agent": closed.agent,
+                "state": closed.state, "recording_file": recording_file})
