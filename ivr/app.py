@@ -22,7 +22,9 @@ from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans, sweep
 from ivr.calls.router import CallItems, CallRouter
 from ivr.jobs.deletion import DeletionJob
+from ivr.jobs.recording_moves import RecordingMoveJob
 from ivr.notices.audio import verify
+from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
@@ -77,9 +79,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             if settings.web.enabled:
                 tasks.create_task(_console(settings, db, audit, deps, tasks), name="console")
             if settings.jobs.enabled:
-                tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit),
+                files = RecordingFiles.from_settings(settings.recordings)
+                tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit, files),
                                                  settings.jobs.interval_seconds, Sessions(db)),
                                   name="deletion-jobs")
+                tasks.create_task(_recording_moves(RecordingMoveJob(db, settings, audit, files),
+                                                   settings.jobs.interval_seconds),
+                                  name="recording-moves")
             await stop.wait()
             raise _Stopped
     except* _Stopped:
@@ -127,6 +133,20 @@ async def _console(settings: Settings, db: Database, audit: AuditLog, deps: Call
         await server.serve()
     finally:
         server.should_exit = True
+
+
+async def _recording_moves(job: RecordingMoveJob, interval: int) -> None:
+    """Finished recordings from this node's spool into the recording store, every
+    ``interval`` seconds, the first one interval after the start (calls an earlier
+    instance left open are closed by then); a failing run is logged and retried."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            report = await job.run_once()
+            if report.moved or report.failed or report.missing or report.leftovers_removed:
+                log.info("recording store job", extra=report.as_json())
+        except Exception:
+            log.exception("recording store job failed; retried at the next interval")
 
 
 async def _deletion_jobs(job: DeletionJob, interval: int, sessions: Sessions) -> None:

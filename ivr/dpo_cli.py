@@ -159,6 +159,18 @@ def jobs_run_once(args: argparse.Namespace) -> Callable[[Services], Awaitable[in
     return body
 
 
+def jobs_move_recordings(args: argparse.Namespace) -> Callable[[Services], Awaitable[int]]:
+    async def body(s: Services) -> int:
+        from ivr.jobs.recording_moves import RecordingMoveJob
+        from ivr.recordings.files import RecordingFiles
+
+        files = RecordingFiles.from_settings(s.settings.recordings)
+        report = await RecordingMoveJob(s.db, s.settings, s.audit, files).run_once()
+        print(json.dumps(report.as_json()))
+        return 1 if report.failed else 0
+    return body
+
+
 def audit_verify(args: argparse.Namespace) -> Callable[[Services], Awaitable[int]]:
     async def body(s: Services) -> int:
         result = await s.audit.verify()
@@ -231,6 +243,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         dest="jobs_command", required=True, metavar="ACTION")
     leaf(jobs, "run-once", jobs_run_once, "delete what retention and revocations require "
          "(for cron; ivr serve runs it too)")
+    leaf(jobs, "move-recordings", jobs_move_recordings, "move this node's finished "
+         "recordings from its spool into the recording store, hash verified (for cron; "
+         "ivr serve runs it too)")
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")

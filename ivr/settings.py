@@ -14,7 +14,16 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,7 +38,8 @@ CONFIG_ENV = "IVR_CONFIG"
 CONFIG_CANDIDATES = (Path("ivr.toml"), Path("/etc/ivr/ivr.toml"))
 
 # Secrets that ship with the test PBX. They work in test mode and nowhere else.
-TEST_SECRETS = frozenset({"ivr-test-ari", "ivr-test-ami", "ivr-test-agent", "ivr-test-db"})
+TEST_SECRETS = frozenset({"ivr-test-ari", "ivr-test-ami", "ivr-test-agent", "ivr-test-db",
+                          "ivr-test-s3"})
 
 _NODE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _CONTEXT = r"^[A-Za-z0-9_-]{1,64}$"
@@ -149,12 +159,70 @@ class RevocationSettings(Section):
     calendar_country: str = Field(default="SI", pattern=r"^[A-Z]{2}$")
 
 
+class DirectoryStoreSettings(Section):
+    """The recording store as a local directory (a mounted volume, an NFS share...)."""
+
+    kind: Literal["directory"] = "directory"
+    path: Path = Path("/var/lib/ivr/recordings")
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class S3StoreSettings(Section):
+    """The recording store as a bucket of an S3-compatible object store (needs the ``s3``
+    extra: ``pip install 'ivr[s3]'``)."""
+
+    kind: Literal["s3"]
+    # None: the provider's default endpoint for the region.
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+    prefix: str = Field(default="", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+
+    @field_validator("access_key_id", "secret_access_key")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    def plain_http(self) -> bool:
+        """True when the endpoint is plain HTTP to another host (the recordings would
+        cross the network unencrypted)."""
+        if self.endpoint_url is None or not self.endpoint_url.startswith("http://"):
+            return False
+        host = self.endpoint_url.removeprefix("http://").split("/", 1)[0]
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return host not in _LOOPBACK_HOSTS
+
+
+def _store_kind(value: object) -> object:
+    """The store's ``kind``; a directory when not given."""
+    if isinstance(value, dict):
+        return value.get("kind", "directory")
+    return getattr(value, "kind", "directory")
+
+
+RecordingStoreSettings = Annotated[
+    Annotated[DirectoryStoreSettings, Tag("directory")] | Annotated[S3StoreSettings, Tag("s3")],
+    Discriminator(_store_kind)]
+
+
 class RecordingSettings(Section):
-    """Where MixMonitor writes (as Asterisk sees it) and where the service finds the files."""
+    """Where MixMonitor writes (as Asterisk sees it) and where the service finds the files;
+    the store finished recordings are moved to (``[recordings.store]``), and how long after
+    the call ended a file counts as closed by MixMonitor."""
 
     asterisk_dir: Path = Path("/var/spool/asterisk/ivr-recordings")
     local_dir: Path = Path("/var/spool/asterisk/ivr-recordings")
     format: Literal["wav", "wav49", "gsm"] = "wav"
+    store: RecordingStoreSettings = DirectoryStoreSettings()
+    settle_seconds: int = Field(default=30, ge=0, le=3600)
 
 
 class PromptSettings(Section):
@@ -304,6 +372,7 @@ class Settings(BaseSettings):
                 ("ari.password", self.ari.password.get_secret_value()),
                 ("ami.secret", self.ami.secret.get_secret_value()),
                 ("database.url password", self.database.password() or ""),
+                *self._store_secrets(),
             )
             if value in TEST_SECRETS
         ]
@@ -313,7 +382,19 @@ class Settings(BaseSettings):
                 + ", ".join(offending)
                 + ": set real ones (e.g. IVR_ARI__PASSWORD) or set mode = \"test\""
             )
+        store = self.recordings.store
+        if isinstance(store, S3StoreSettings) and store.plain_http():
+            raise ValueError("recordings.store.endpoint_url: production mode refuses plain "
+                             "http to another host (recordings would cross the network "
+                             "unencrypted): use https")
         return self
+
+    def _store_secrets(self) -> list[tuple[str, str]]:
+        store = self.recordings.store
+        if not isinstance(store, S3StoreSettings):
+            return []
+        return [("recordings.store.secret_access_key", store.secret_access_key.get_secret_value()),
+                ("recordings.store.access_key_id", store.access_key_id.get_secret_value())]
 
     def line_for(self, e164: str) -> LineRef | None:
         """The line a dialled number (already E.164) belongs to, or ``None``."""

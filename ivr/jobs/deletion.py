@@ -1,7 +1,12 @@
 """Deleting recordings on time (rules 6 and 8), safely with several instances at once.
 
 Rows are claimed with ``FOR UPDATE SKIP LOCKED``: two runners never delete the same file
-or certify it twice. A file already gone counts as deleted (its certificate says so); a
+or certify it twice. A recording is deleted where it is now: in the recording store once
+moved there (``stored_location``), else on its node's spool, which only that node's job
+can reach (another node's job leaves it, and a revocation covering it stays open until
+that node has deleted it). A copy left behind by an interrupted move (a spool copy of a
+stored recording, a store copy of one never recorded as moved) goes with it. The
+certificate names the location. A file already gone counts as deleted (its certificate says so); a
 file that cannot be deleted is not marked deleted: its attempts and error are kept, it is
 flagged for people at once, and every run tries again.
 """
@@ -9,18 +14,19 @@ flagged for people at once, and every run tries again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ivr.policy.deadlines import deadline_end
+from ivr.recordings.files import RecordingFiles
+from ivr.recordings.location import store_key
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.database import Database
@@ -49,27 +55,32 @@ class DeletionReport:
                 "errors": self.errors}
 
 
-def _sha256_and_delete(path: Path) -> tuple[bool, str | None]:
-    """(existed, sha256) after deleting ``path``; raises OSError if it cannot be deleted."""
-    try:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 16), b""):
-                digest.update(block)
-    except FileNotFoundError:
-        return False, None
-    path.unlink()
-    return True, digest.hexdigest()
-
-
 class DeletionJob:
-    def __init__(self, db: Database, settings: Settings, audit: AuditLog) -> None:
+    def __init__(self, db: Database, settings: Settings, audit: AuditLog,
+                 files: RecordingFiles | None = None) -> None:
         self.db = db
         self.settings = settings
         self.audit = audit
+        self.files = files or RecordingFiles.from_settings(settings.recordings)
 
-    def path(self, recording: Recording) -> Path:
-        return Path(self.settings.recordings.local_dir) / recording.file_name
+    def reachable(self) -> ColumnElement[bool]:
+        """Rows whose file this job can reach: in the store, or on this node's spool
+        (calls of no node predate nodes: this node's)."""
+        return or_(Recording.stored_at.is_not(None), Call.node == self.settings.node,
+                   Call.node.is_(None))
+
+    def _delete_copies(self, recording: Recording) -> tuple[str, str | None, list[str]]:
+        """Delete any copy an interrupted move left behind, then the file where it is
+        (blocking: runs in a thread). Returns (location, sha256 or None if it was not
+        there, other locations a copy was removed from)."""
+        if recording.stored_location is not None:
+            other = self.files.spool_location(recording.file_name)
+        else:
+            other = self.files.store.location(store_key(recording.file_name,
+                                                        recording.started_at))
+        removed = [other] if self.files.delete(other) is not None else []
+        location = self.files.location(recording)
+        return location, self.files.delete(location), removed
 
     async def run_once(self, now: datetime | None = None) -> DeletionReport:
         now = now or datetime.now(UTC)
@@ -90,10 +101,10 @@ class DeletionJob:
         failed: set[uuid.UUID] = set()
         while True:
             async with self.db.session() as session, session.begin():
-                query = (select(Recording).where(*ON_DISK,
-                                                 Recording.expires_at <= now)
+                query = (select(Recording).join(Call, Call.id == Recording.call_id)
+                         .where(*ON_DISK, self.reachable(), Recording.expires_at <= now)
                          .order_by(Recording.expires_at).limit(BATCH)
-                         .with_for_update(skip_locked=True))
+                         .with_for_update(of=Recording, skip_locked=True))
                 if failed:
                     query = query.where(Recording.id.not_in(failed))
                 recordings = (await session.execute(query)).scalars().all()
@@ -125,7 +136,7 @@ class DeletionJob:
             covered = (await session.execute(
                 select(Recording).join(Call, Call.id == Recording.call_id)
                 .where(Call.caller == revocation.caller, Recording.basis == "consent",
-                       *ON_DISK,
+                       *ON_DISK, self.reachable(),
                        Recording.started_at <= revocation.received_at)
                 .with_for_update(of=Recording, skip_locked=True))).scalars().all()
             complete = True
@@ -151,7 +162,7 @@ class DeletionJob:
                       revocation_id: uuid.UUID | None, deadline: datetime, now: datetime,
                       report: DeletionReport) -> bool:
         try:
-            existed, sha256 = await asyncio.to_thread(_sha256_and_delete, self.path(recording))
+            location, sha256, removed = await asyncio.to_thread(self._delete_copies, recording)
         except OSError as exc:
             recording.deletion_attempts += 1
             recording.deletion_error = f"{type(exc).__name__}: {exc.strerror or exc}"[:300]
@@ -163,6 +174,7 @@ class DeletionJob:
                       extra={"recording": str(recording.id), "error": recording.deletion_error,
                              "deadline": deadline.isoformat()})
             return False
+        existed = sha256 is not None
         sha256 = sha256 or recording.sha256
         recording.deleted_at = now
         recording.deleted_sha256 = sha256
@@ -171,11 +183,13 @@ class DeletionJob:
         session.add(DeletionCertificate(
             recording_id=recording.id, revocation_id=revocation_id, reason=reason,
             file_name=recording.file_name, file_sha256=sha256, file_existed=existed,
-            deleted_at=now, deadline=deadline, met=now <= deadline))
+            location=location, deleted_at=now, deadline=deadline, met=now <= deadline))
+        details: dict[str, Any] = {"reason": reason, "sha256": sha256, "file_existed": existed,
+                                   "met": now <= deadline, "location": location}
+        if removed:
+            details["copies_removed"] = removed
         await self.audit.append(session, ACTOR, "recording_deleted", "recording",
-                                str(recording.id), {"reason": reason, "sha256": sha256,
-                                                    "file_existed": existed,
-                                                    "met": now <= deadline})
+                                str(recording.id), details)
         if existed:
             report.deleted += 1
         else:

@@ -189,11 +189,24 @@ class Recording(Base):
         CheckConstraint(
             "(deleted_at IS NULL) = (deletion_reason IS NULL)", name="deletion_has_reason"
         ),
+        CheckConstraint(
+            "(stored_at IS NULL) = (stored_location IS NULL)", name="stored_has_location"
+        ),
+        CheckConstraint(
+            "stored_at IS NULL OR (sha256 IS NOT NULL AND size_bytes IS NOT NULL)",
+            name="stored_has_hash",
+        ),
+        CheckConstraint("store_attempts >= 0", name="store_attempts"),
         Index("ix_recordings_call_id", "call_id"),
         Index(
             "ix_recordings_expires_at_kept",
             "expires_at",
             postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_recordings_started_at_in_spool",
+            "started_at",
+            postgresql_where=text("stored_at IS NULL AND deleted_at IS NULL"),
         ),
     )
 
@@ -216,6 +229,13 @@ class Recording(Base):
     deletion_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     deletion_error: Mapped[str | None]
     deletion_flagged_at: Mapped[datetime | None]
+    # Moved from the node's spool to the recording store (ivr/jobs/recording_moves.py):
+    # where it is now (file:///... or s3://bucket/key), when it was moved, hash verified
+    # (``sha256``, ``size_bytes`` above). A failed move is retried; its error is kept.
+    stored_location: Mapped[str | None]
+    stored_at: Mapped[datetime | None]
+    store_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    store_error: Mapped[str | None]
 
 
 class DeletionCertificate(Base):
@@ -238,6 +258,8 @@ class DeletionCertificate(Base):
     file_name: Mapped[str]
     file_sha256: Mapped[str | None]  # None: the file was already gone
     file_existed: Mapped[bool]
+    # Where it was deleted from: the store (file:///..., s3://bucket/key) or a node's spool.
+    location: Mapped[str | None]
     deleted_at: Mapped[datetime]
     deadline: Mapped[datetime]
     met: Mapped[bool]

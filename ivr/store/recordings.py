@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ivr.policy.purposes import ALLOWED, allowed
+from ivr.recordings.files import RecordingFiles
+from ivr.recordings.local import CHUNK
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.database import Database
@@ -24,10 +25,12 @@ class AccessRefused(Exception):
 
 
 class RecordingAccess:
-    def __init__(self, db: Database, settings: Settings, audit: AuditLog) -> None:
+    def __init__(self, db: Database, settings: Settings, audit: AuditLog,
+                 files: RecordingFiles | None = None) -> None:
         self.db = db
         self.settings = settings
         self.audit = audit
+        self.files = files or RecordingFiles.from_settings(settings.recordings)
 
     async def get(self, recording_id: uuid.UUID, purpose: str, by: str, out: Path,
                   now: datetime) -> Recording:
@@ -42,25 +45,33 @@ class RecordingAccess:
                                     f"{purpose} (allowed: {allowed_for})")
             if recording.deleted_at is not None or recording.expires_at <= now:
                 raise AccessRefused("the recording is past its retention or deleted")
-            source = Path(self.settings.recordings.local_dir) / recording.file_name
+            # Where it is now: the recording store once moved, else the node's spool.
+            location = self.files.location(recording)
             # Audited in the same transaction: a failed copy rolls the entry back.
             await self.audit.append(session, by, "recording_accessed", "recording",
                                     str(recording.id), {"purpose": purpose, "out": str(out)})
-            await asyncio.to_thread(_copy_out, source, out)
+            await asyncio.to_thread(_copy_out, self.files, location, recording.file_name, out)
             return recording
 
 
-def _copy_out(source: Path, out: Path) -> None:
-    """Copy ``source`` to a new file ``out`` (0600); never overwrite; nothing left on error."""
-    if not source.is_file():
-        raise AccessRefused(f"the file {source.name} is missing")
+def _copy_out(files: RecordingFiles, location: str, name: str, out: Path) -> None:
+    """Copy the file at ``location`` to a new file ``out`` (0600); never overwrite; nothing
+    left on error."""
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise AccessRefused(f"{out} exists already: nothing overwritten") from None
+        source = files.open(location)
+    except (FileNotFoundError, IsADirectoryError):
+        raise AccessRefused(f"the file {name} is missing") from None
     try:
-        with os.fdopen(fd, "wb") as target, source.open("rb") as f:
-            shutil.copyfileobj(f, target)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise AccessRefused(f"{out} exists already: nothing overwritten") from None
+        try:
+            with os.fdopen(fd, "wb") as target:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    target.write(block)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    finally:
+        source.close()

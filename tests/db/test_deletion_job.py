@@ -100,7 +100,8 @@ async def env(new_database: Callable[[], AbstractContextManager[str]], tmp_path:
     with new_database() as url:
         await asyncio.to_thread(upgrade, url)
         settings = Settings(mode="test", database={"url": url, "pool_size": 5},
-                            recordings={"local_dir": recordings, "asterisk_dir": recordings})
+                            recordings={"local_dir": recordings, "asterisk_dir": recordings,
+                                        "store": {"path": tmp_path / "store"}})
         assert settings.recordings.local_dir == recordings
         assert settings.revocations.working_days == 5
         assert settings.timezone == "Europe/Ljubljana"
@@ -220,12 +221,14 @@ async def test_rule_6_an_expired_recording_is_deleted_with_a_certificate(env: En
     assert certificate.file_name == expired.path.name
     assert certificate.file_sha256 == expired.sha256
     assert certificate.file_existed is True
+    assert certificate.location == f"file://{expired.path}"  # on the spool: never moved
     assert certificate.deleted_at == NOW
     assert certificate.met is True
     [entry] = await audit_entries(env, "recording_deleted")
     assert entry.subject_type == "recording" and entry.subject_id == str(expired.id)
     assert entry.details == {"reason": "retention", "sha256": expired.sha256,
-                             "file_existed": True, "met": True}
+                             "file_existed": True, "met": True,
+                             "location": f"file://{expired.path}"}
 
     # Not yet expired: untouched.
     assert kept.path.read_bytes() == kept.data
