@@ -23,6 +23,8 @@ from ivr.calls.recovery import resolve_orphans, sweep
 from ivr.calls.router import CallItems, CallRouter
 from ivr.jobs.deletion import DeletionJob
 from ivr.jobs.recording_moves import RecordingMoveJob
+from ivr.metrics.health import Health, ami_check, ari_check, database_check
+from ivr.metrics.in_process import Metrics
 from ivr.notices.audio import verify
 from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
@@ -36,6 +38,8 @@ from ivr.web.auth import Sessions
 
 log = logging.getLogger(__name__)
 
+HEALTH_TIMEOUT = 2.0  # seconds for each part's check at /healthz
+
 
 class _Stopped(Exception):
     """Raised inside the TaskGroup to cancel every task on the way out."""
@@ -46,7 +50,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     manifest = verify(settings.prompts.local_dir)
     db = Database(settings.database)
     ari = AriClient(settings.ari)
-    ami = AmiClient(settings.ami)
+    metrics = Metrics()
+    ami = AmiClient(settings.ami, on_reconnect=metrics.ami_reconnected)
+    ari_connected = asyncio.Event()  # set by the events loop once ARI's websocket is up
+    health = Health({"database": database_check(db), "ari": ari_check(ari, ari_connected),
+                     "ami": ami_check(ami)}, timeout=HEALTH_TIMEOUT)
     stop = stop or asyncio.Event()
     audit = AuditLog(db)
     callbacks = Callbacks(db, settings.callbacks.window_minutes)
@@ -69,7 +77,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             router = CallRouter(tasks, handle)
             ami.on_agent_connected(router.dispatch)
             since = datetime.now(UTC)
-            tasks.create_task(_events(deps, router, stop, since), name="ari-events")
+            tasks.create_task(_events(deps, router, stop, since, metrics, ari_connected),
+                              name="ari-events")
             tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since), name="sweep")
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")
@@ -77,7 +86,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                                     desk_phone_handlers(deps))
             tasks.create_task(fastagi.serve(), name="fastagi")
             if settings.web.enabled:
-                tasks.create_task(_console(settings, db, audit, deps, tasks), name="console")
+                tasks.create_task(_console(settings, db, audit, deps, tasks, metrics, health),
+                                  name="console")
             if settings.jobs.enabled:
                 files = RecordingFiles.from_settings(settings.recordings)
                 tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit, files),
@@ -99,8 +109,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 async def _console(settings: Settings, db: Database, audit: AuditLog, deps: CallDeps,
-                   tasks: asyncio.TaskGroup) -> None:
-    """The web console on its own address, in the service's TaskGroup."""
+                   tasks: asyncio.TaskGroup, metrics: Metrics, health: Health) -> None:
+    """The web console on its own address, in the service's TaskGroup; also /metrics and
+    /healthz."""
     import uvicorn
 
     from ivr.web.app import create_app, templates
@@ -123,7 +134,7 @@ async def _console(settings: Settings, db: Database, audit: AuditLog, deps: Call
         tasks.create_task(work, name=name)  # type: ignore[arg-type]
 
     console = Console(settings, db, audit, Users(db, audit), Sessions(db), deps.callbacks,
-                      templates(), dial=dial, spawn=spawn)
+                      templates(), dial=dial, spawn=spawn, metrics=metrics, health=health)
     server = uvicorn.Server(uvicorn.Config(
         create_app(console), host=str(settings.web.bind_address), port=settings.web.port,
         log_config=None, access_log=False, lifespan="off"))
@@ -188,11 +199,14 @@ async def _sweep(deps: CallDeps, interval: int, since: datetime) -> None:
 
 
 async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event,
-                  since: datetime) -> None:
+                  since: datetime, metrics: Metrics, connected: asyncio.Event) -> None:
     async with aclosing(deps.ari.events()) as events:
         async for event in events:
             if isinstance(event, Connected):
                 log.info("ARI connected", extra={"reconnects": event.reconnects})
+                connected.set()
+                if event.reconnects > 0:
+                    metrics.ari_reconnected()
                 try:
                     await resolve_orphans(deps, router, since)
                 except AriError as exc:

@@ -70,9 +70,12 @@ class FramingGuard(AMIProtocol):  # type: ignore[misc]  # panoramisk has no type
 
 
 class AmiClient:
-    def __init__(self, settings: AmiSettings, action_timeout: float = 5.0) -> None:
+    def __init__(self, settings: AmiSettings, action_timeout: float = 5.0,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.action_timeout = action_timeout
+        # Called each time AMI has logged in again after a drop (not at the first login).
+        self.on_reconnect = on_reconnect
         self.logged_in = asyncio.Event()
         self.reconnects = -1
         self._listeners: list[QueueListener] = []
@@ -103,6 +106,8 @@ class AmiClient:
         self.reconnects += 1
         self.logged_in.set()
         log.info("AMI connected", extra={"reconnects": self.reconnects})
+        if self.reconnects > 0 and self.on_reconnect is not None:
+            self.on_reconnect()
 
     def _on_disconnect(self, manager: Any, exc: Exception | None) -> None:
         self.logged_in.clear()

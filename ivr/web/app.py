@@ -33,7 +33,7 @@ def templates() -> Jinja2Templates:
 
 
 def create_app(console: Console) -> FastAPI:
-    from ivr.web import pages_agent, pages_dpo, pages_trainer
+    from ivr.web import monitoring, pages_agent, pages_dpo, pages_trainer
 
     app = FastAPI(title="ivr console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
@@ -89,6 +89,7 @@ def create_app(console: Console) -> FastAPI:
     app.include_router(pages_agent.router)
     app.include_router(pages_dpo.router)
     app.include_router(pages_trainer.router)
+    app.include_router(monitoring.router)
     return app
 
 

@@ -13,6 +13,8 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
+from ivr.metrics.health import Health
+from ivr.metrics.in_process import Metrics
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
@@ -35,6 +37,9 @@ class Console:
     # Places a callback: (callback id, agent endpoint, progress sink) -> awaitable.
     dial: Callable[[str, str, Callable[[str], None]], Awaitable[Any]] | None = None
     spawn: Spawn | None = None
+    # /metrics and /healthz (ivr/web/monitoring.py); without them those answer 404.
+    metrics: Metrics | None = None
+    health: Health | None = None
     progress: dict[str, list[str]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
