@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+import ivr.settings
 from ivr.settings import DatabaseSettings
 from ivr.store.database import Database
 from ivr.store.migrate import upgrade
@@ -57,3 +60,15 @@ def own_database(new_database: Callable[[], AbstractContextManager[str]]) -> Own
                 await database.dispose()
 
     return make
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No ``ivr.toml`` and no ``IVR_*`` variable of the developer's machine can reach the
+    settings (tests/unit's isolation does not apply here)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("IVR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(ivr.settings, "CONFIG_CANDIDATES", (Path("ivr.toml"),))
+    yield

@@ -7,17 +7,15 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
-import ivr.settings
 from ivr.jobs.deletion import DeletionJob
 from ivr.jobs.recording_moves import RecordingMoveJob
 from ivr.recordings.files import RecordingFiles, build_store
@@ -32,17 +30,6 @@ from .conftest import OwnDatabase
 CALLER = "+38631111111"
 DIALLED = {"sales": "+38640404045", "service": "+38640404040"}
 HOUR_AGO = time.time() - 3600
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ``ivr.toml`` and no ``IVR_*`` variable of the machine reaches the settings."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("IVR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setattr(ivr.settings, "CONFIG_CANDIDATES", (Path("ivr.toml"),))
-    yield
 
 
 @dataclass

@@ -16,7 +16,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -78,18 +78,6 @@ class Env:
 
     def access(self) -> RecordingAccess:
         return RecordingAccess(self.db, self.settings, self.audit)
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ``ivr.toml`` and no ``IVR_*`` variable of the developer's machine can reach the
-    settings (tests/unit's isolation does not apply here)."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("IVR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setattr(ivr.settings, "CONFIG_CANDIDATES", (Path("ivr.toml"),))
-    yield
 
 
 @pytest.fixture

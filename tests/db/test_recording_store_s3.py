@@ -36,14 +36,12 @@ from .recording_store_env import (
     assert_audit_intact,
     audit_entries,
     certificates,
-    isolated,
     migrated,
     node,
     row,
 )
 
 pytestmark = pytest.mark.db
-__all__ = ["isolated"]  # the fixture, used by name
 
 ENDED = datetime.now(UTC) - timedelta(minutes=5)
 SECRET = "ivr-test-s3"
