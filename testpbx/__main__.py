@@ -10,6 +10,9 @@
   call      place one SIPp call to the running stack:
             call NUMBER [--caller ID] [--press DIGIT --at MS [--dtmf info|rfc4733]]
                         [--hold MS]
+  --node N  (with start, stop, status, up, down, call) a further node, 2 to 5, beside the
+            first: the same root, its own ports, directories and state (testpbx/node.py);
+            `up --node 2` after `up` gives two nodes sharing one PostgreSQL
   transcripts  start Asterisk, record the ARI frames of three service-line calls into
             tests/unit/transcripts/ (testpbx/transcripts.py), stop Asterisk
 """
@@ -26,6 +29,7 @@ from testpbx.asterisk import Asterisk
 from testpbx.config import write_settings
 from testpbx.database import ensure_database
 from testpbx.errors import SetupError
+from testpbx.node import FURTHER, further_node
 from testpbx.paths import Paths, default_paths
 from testpbx.root import ensure_root
 
@@ -69,10 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtmf", choices=["info", "rfc4733"], default="info")
     parser.add_argument("--hold", type=int, default=10000, metavar="MS",
                         help="how long to stay after the actions unless the PBX hangs up")
+    parser.add_argument("--node", type=int, choices=list(FURTHER), metavar="N",
+                        help="a further node (2 to 5) beside the first, on its own ports")
     args = parser.parse_args(argv)
     if args.command == "call" and not args.number:
         parser.error("call needs a NUMBER")
-    paths = default_paths()
+    if args.node and args.command in ("prepare", "demo", "transcripts"):
+        parser.error(f"{args.command} is for the first node only")
+    paths = default_paths(further_node(args.node) if args.node else None)
     try:
         if args.command == "prepare":
             prepare(paths)

@@ -1,9 +1,12 @@
-"""Start, check and stop the test PBX's Asterisk, run under chroot in the cached root."""
+"""Start, check and stop the test PBX's Asterisk, run under chroot in the cached root.
+A further node (testpbx/node.py) runs its own Asterisk from the same root, with its own
+``asterisk.conf`` (``asterisk -C``) naming its own directories and system name."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +17,7 @@ from urllib.parse import urlsplit
 from ivr.asterisk.conf import render
 from ivr.settings import Settings
 from testpbx.errors import SetupError
+from testpbx.node import OWN_DIRECTORIES, Node
 from testpbx.paths import REPO, Paths
 from testpbx.ports import ensure_free
 from testpbx.root import hosts_file
@@ -50,12 +54,14 @@ class Asterisk:
         self.baseline = baseline  # the benchmark's dialplan-only flow (make bench)
         self.pid_file = paths.state / "asterisk.pid"
         self.console_log = paths.logs / "asterisk-console.log"
-        self.messages_log = paths.in_root("/var/log/asterisk/messages.log")
+        self.etc = paths.asterisk_dir("/etc/asterisk")
+        self.messages_log = paths.in_root(f"{paths.asterisk_dir('/var/log/asterisk')}"
+                                          "/messages.log")
 
     # configuration ------------------------------------------------------------------------
     def configure(self) -> None:
         """Render asterisk-conf/ with the test site into the root, replacing what was there."""
-        etc = self.paths.in_root("/etc/asterisk")
+        etc = self.paths.in_root(self.etc)
         if etc.exists():
             shutil.rmtree(etc)
         extra = {f"{name}_port": str(port) for name, port in AGENT_PORTS.items()}
@@ -63,10 +69,16 @@ class Asterisk:
         extra["customer_port"] = str(CUSTOMER_PORT)
         render(self.settings, etc, SITE, extra,
                also=(BASELINE,) if self.baseline else ())
+        if self.paths.node is not None:
+            core = etc / "asterisk.conf"
+            core.write_text(own_directories(core.read_text(), self.paths.node))
         self.paths.in_root("/etc/hosts").write_text(hosts_file())
-        for inside in (self.settings.recordings.asterisk_dir, "/var/log/asterisk",
-                       "/var/run/asterisk", "/var/lib/asterisk", "/var/spool/asterisk"):
-            self.paths.in_root(inside).mkdir(parents=True, exist_ok=True)
+        for inside in ("/var/log/asterisk", "/var/run/asterisk", "/var/lib/asterisk",
+                       "/var/spool/asterisk", "/var/cache/asterisk"):
+            self.paths.in_root(self.paths.asterisk_dir(inside)).mkdir(parents=True,
+                                                                      exist_ok=True)
+        self.paths.in_root(self.settings.recordings.asterisk_dir).mkdir(parents=True,
+                                                                        exist_ok=True)
         os.chmod(self.paths.in_root(self.settings.recordings.asterisk_dir), 0o750)
 
     # life ---------------------------------------------------------------------------------
@@ -84,6 +96,14 @@ class Asterisk:
         return [(self.settings.pbx.sip_port, "udp"), (http_port, "tcp"),
                 (self.settings.ami.port, "tcp")]
 
+    def command(self) -> list[str]:
+        """``asterisk`` in the root; a further node's with its own asterisk.conf (its
+        directories, so also its control socket for ``-rx``)."""
+        command = ["chroot", str(self.paths.root), "/usr/sbin/asterisk"]
+        if self.paths.node is not None:
+            command += ["-C", f"{self.etc}/asterisk.conf"]
+        return command
+
     def start(self, timeout: float = 90.0) -> int:
         """Start Asterisk in the foreground of its own session; return its PID when booted."""
         if self.running_pid() is not None:
@@ -93,7 +113,7 @@ class Asterisk:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         with self.console_log.open("ab") as log:
             proc = subprocess.Popen(
-                ["chroot", str(self.paths.root), "/usr/sbin/asterisk", "-f", "-n", "-q"],
+                [*self.command(), "-f", "-n", "-q"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, umask=0o027,
             )
@@ -115,7 +135,7 @@ class Asterisk:
 
     def cli(self, command: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["chroot", str(self.paths.root), "/usr/sbin/asterisk", "-rx", command],
+            [*self.command(), "-rx", command],
             capture_output=True, text=True, timeout=timeout, check=False,
         )
 
@@ -169,3 +189,32 @@ class Asterisk:
             if log.is_file():
                 texts.extend(log.read_text(errors="replace").splitlines()[-lines:])
         return "\n".join(texts)
+
+
+def own_directories(core: str, node: Node) -> str:
+    """A further node's ``asterisk.conf``: its own copy of each directory Asterisk writes
+    to, and its name as the system name, which prefixes its channel ids (two Asterisks
+    otherwise make the same ``<seconds>.<counter>`` ids, and calls.channel_id is unique
+    across nodes)."""
+    # "[directories](!)" is a template Asterisk skips (its compiled-in paths apply).
+    core, found = re.subn(r"^\[directories\](\(!\))?", "[directories]", core,
+                          flags=re.MULTILINE)
+    if found != 1:
+        raise SetupError("asterisk.conf: no [directories] section to give node "
+                         f"{node.name} its own directories",
+                         "keep a [directories] section in asterisk-conf/asterisk.conf")
+    for key in OWN_DIRECTORIES:
+        core, found = re.subn(rf"^({key}\s*=>\s*)(\S+?)/?$",
+                              lambda m: m.group(1) + node.inside(m.group(2)), core,
+                              flags=re.MULTILINE)
+        if found != 1:
+            raise SetupError(f"asterisk.conf: no single {key} line to give node "
+                             f"{node.name} its own directory",
+                             "keep every directory of asterisk-conf/asterisk.conf on a "
+                             "line of its own")
+    core, found = re.subn(r"^\[options\]$", f"[options]\nsystemname = {node.name}", core,
+                          flags=re.MULTILINE)
+    if found != 1 or re.search(r"^systemname\s*=", core, re.MULTILINE) is None:
+        raise SetupError("asterisk.conf: no [options] section for the node's system name",
+                         "keep an [options] section in asterisk-conf/asterisk.conf")
+    return core

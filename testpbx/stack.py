@@ -107,12 +107,22 @@ def up(paths: Paths) -> tuple[Asterisk, Service]:
     except SetupError:
         pbx.stop()
         raise
-    if not USER_SETTINGS.exists() or USER_SETTINGS.read_text().startswith(OURS):
+    if paths.node is None and (not USER_SETTINGS.exists()
+                               or USER_SETTINGS.read_text().startswith(OURS)):
         shutil.copyfile(paths.settings_file, USER_SETTINGS)
     return pbx, service
 
 
 def describe(pbx: Asterisk, service: Service, settings: Settings) -> str:
+    node = pbx.paths.node
+    if node is not None:
+        option = f" --node {node.name.removeprefix('node')}"
+        where = (f"  settings      {pbx.paths.settings_file} (IVR_CONFIG=... .venv/bin/ivr "
+                 f"for this node; node = {node.name})")
+    else:
+        option = ""
+        where = (f"  settings      {USER_SETTINGS} (so .venv/bin/ivr works from here with no "
+                 "environment)")
     return "\n".join([
         "stack running:",
         f"  Asterisk 22   pid {pbx.running_pid()}  SIP udp {settings.pbx.bind_address}:"
@@ -122,9 +132,11 @@ def describe(pbx: Asterisk, service: Service, settings: Settings) -> str:
         f"  PostgreSQL    {settings.database.url.get_secret_value().rsplit('@', 1)[-1]}",
         f"  console       http://{settings.web.bind_address}:{settings.web.port} (a user: "
         ".venv/bin/ivr users add NAME --role dpo --password-stdin)",
-        f"  settings      {USER_SETTINGS} (so .venv/bin/ivr works from here with no environment)",
-        "  call it:      .venv/bin/python -m testpbx call 040404040 --press 1 --at 20000",
-        "  stop it:      make down",
+        where,
+        f"  call it:      .venv/bin/python -m testpbx call 040404040{option} --press 1 "
+        "--at 20000",
+        f"  stop it:      {'make down' if node is None else '.venv/bin/python -m testpbx down'}"
+        f"{option}",
     ])
 
 
@@ -141,7 +153,8 @@ def down(paths: Paths) -> list[str]:
                        check=False, capture_output=True, timeout=60)
         marker.unlink()
         stopped.append(f"PostgreSQL {version} (make up had started it)")
-    if USER_SETTINGS.exists() and USER_SETTINGS.read_text().startswith(OURS):
+    if paths.node is None and USER_SETTINGS.exists() and \
+            USER_SETTINGS.read_text().startswith(OURS):
         USER_SETTINGS.unlink()
     return stopped
 

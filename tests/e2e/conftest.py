@@ -41,10 +41,11 @@ def pbx_paths() -> Paths:
     return Paths(cache=cache, state=TEST_STATE)
 
 
-@pytest.fixture(scope="session")
-def pbx(pbx_paths: Paths) -> Iterator[Asterisk]:
+@contextlib.contextmanager
+def started_pbx(paths: Paths) -> Iterator[Asterisk]:
+    """The test PBX of ``paths`` (the first node, or a further one) started, then stopped."""
     try:
-        asterisk = prepare(pbx_paths)
+        asterisk = prepare(paths)
         asterisk.start()
     except SetupError as exc:
         pytest.fail(f"the end-to-end tests need the test PBX, which could not start:\n{exc}",
@@ -53,6 +54,12 @@ def pbx(pbx_paths: Paths) -> Iterator[Asterisk]:
         yield asterisk
     finally:
         asterisk.stop()
+
+
+@pytest.fixture(scope="session")
+def pbx(pbx_paths: Paths) -> Iterator[Asterisk]:
+    with started_pbx(pbx_paths) as asterisk:
+        yield asterisk
 
 
 @pytest.fixture(scope="session")
