@@ -132,6 +132,7 @@ def revocations_show(args: argparse.Namespace) -> Callable[[Services], Awaitable
             "certificates": [{
                 "recording": str(c.recording_id), "file": c.file_name,
                 "sha256": c.file_sha256, "file_existed": c.file_existed,
+                "location": c.location,
                 "deleted_at": c.deleted_at.isoformat(), "deadline": c.deadline.isoformat(),
                 "met": c.met} for c in certificates],
         }
@@ -143,7 +144,8 @@ def revocations_show(args: argparse.Namespace) -> Callable[[Services], Awaitable
               f"recorded by {data['recorded_by']}")
         print(f"  deadline {data['deadline']}; fulfilled {data['fulfilled_at'] or 'not yet'}")
         for c in data["certificates"]:
-            print(f"  deleted {c['file']} at {c['deleted_at']} sha256 {c['sha256'] or '-'} "
+            print(f"  deleted {c['location'] or c['file']} at {c['deleted_at']} "
+                  f"sha256 {c['sha256'] or '-'} "
                   f"({'deadline met' if c['met'] else 'DEADLINE MISSED'})")
         return 0
     return body

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import ivr.jobs.recording_moves
+from ivr.cli import main
 from ivr.recordings.directory import DirectoryStore
 from ivr.recordings.location import file_location
 from ivr.recordings.store import StoredCopy
@@ -285,7 +287,8 @@ async def test_rule_6_the_deletion_job_deletes_a_moved_recording_from_the_store(
 
 
 async def test_rule_8_a_revocation_deletes_the_moved_consent_recording_from_the_store(
-        a: Node, tmp_path: Path) -> None:
+        a: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     now = datetime.now(UTC)
     consent = await add_recording(a, "consent", ended=ENDED)
     sales = await add_recording(a, "legal_basis", ended=ENDED)
@@ -302,6 +305,18 @@ async def test_rule_8_a_revocation_deletes_the_moved_consent_recording_from_the_
     assert certificate.revocation_id == result.revocation.id
     assert certificate.location == (await row(a, consent)).stored_location
     assert certificate.location is not None and certificate.location.startswith("file://")
+
+    # The DPO's command shows where it was deleted from.
+    for name, value in {"IVR_MODE": "test", "IVR_NODE": "node-a",
+                        "IVR_DATABASE__URL": a.settings.database.url.get_secret_value(),
+                        "IVR_RECORDINGS__LOCAL_DIR": str(a.spool),
+                        "IVR_RECORDINGS__STORE__PATH": str(tmp_path / "store")}.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["revocations", "show", str(result.revocation.id),
+                                          "--json"]) == 0
+    [shown] = json.loads(capsys.readouterr().out)["certificates"]
+    assert shown["location"] == certificate.location
 
 
 async def test_an_unmoved_recording_on_another_node_is_left_to_that_node(
