@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from ivr.asterisk.ami import AmiClient
 from ivr.metrics.exposition import exposition, figure_families
 from ivr.metrics.in_process import STEP_BUCKETS, Metrics, Step
 from ivr.metrics.policy_figures import CallCount, PolicyFigures
-from ivr.settings import AmiSettings
+from ivr.settings import AmiSettings, Settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -260,3 +261,27 @@ def test_without_the_database_only_its_down_gauge_is_there() -> None:
     families = figure_families(None)
     assert [(f.name, f.type, [s.value for s in f.samples]) for f in families] == [
         ("ivr_database_up", "gauge", [0])]
+
+
+# ARI reconnects, as the events loop of the composition root sees them -------------------
+async def test_the_events_loop_counts_ari_reconnects_and_marks_the_websocket_up() -> None:
+    from types import SimpleNamespace
+
+    from ivr.app import _events
+    from ivr.asterisk.ari import AriError, Connected
+
+    class Ari:
+        async def events(self) -> AsyncIterator[Connected]:
+            for reconnects in (0, 1, 2):  # connected, then dropped and connected twice
+                assert connected.is_set() == (reconnects > 0)
+                yield Connected(reconnects)
+
+        async def channels(self) -> list[object]:
+            raise AriError("ARI GET /channels: 503")  # logged; the loop goes on
+
+    metrics, connected = Metrics(), asyncio.Event()
+    deps = SimpleNamespace(ari=Ari(), settings=Settings(mode="test"))
+    await asyncio.wait_for(_events(deps, None, asyncio.Event(), NOW, metrics,  # type: ignore[arg-type]
+                                   connected), 5)
+    assert connected.is_set()
+    assert value(samples(exposition(metrics, None)), "ivr_ari_reconnects_total") == 2
