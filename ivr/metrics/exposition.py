@@ -33,6 +33,11 @@ def _yes(flag: bool) -> str:
     return "true" if flag else "false"
 
 
+def _seconds(name: str, documentation: str, seconds: float | None) -> list[Metric]:
+    """A gauge of seconds, or nothing when there is nothing to measure."""
+    return [] if seconds is None else [GaugeMetricFamily(name, documentation, value=seconds)]
+
+
 def _calls(figures: PolicyFigures) -> Iterable[Metric]:
     calls = GaugeMetricFamily(
         "ivr_calls", "Calls stored that started in the window (1h, 24h) before the scrape, by "
@@ -92,13 +97,11 @@ def _callbacks(figures: PolicyFigures) -> Iterable[Metric]:
         for in_time in (True, False):
             closed.add_metric(["24h", status, _yes(in_time)],
                               figures.callbacks_closed.get((status, in_time), 0))
-    families: list[Metric] = [open_, closed]
-    if figures.next_callback_due is not None:
-        families.append(GaugeMetricFamily(
-            "ivr_callback_next_due_seconds", "Seconds until the earliest open callback is "
-            "due (negative: overdue by that much); absent when none is open.",
-            value=(figures.next_callback_due - figures.read_at).total_seconds()))
-    return families
+    due = figures.next_callback_due
+    return [open_, closed, *_seconds(
+        "ivr_callback_next_due_seconds", "Seconds until the earliest open callback is due "
+        "(negative: overdue by that much); absent when none is open.",
+        None if due is None else (due - figures.read_at).total_seconds())]
 
 
 def _revocations(figures: PolicyFigures) -> Iterable[Metric]:
@@ -142,13 +145,11 @@ def _deletions(figures: PolicyFigures) -> Iterable[Metric]:
         labels=["deadline"])
     for state in ("at_risk", "missed"):
         past.add_metric([state], figures.past_expiry.get(state, 0))
-    families: list[Metric] = [deleted, failing, past]
-    if figures.oldest_expiry is not None:
-        families.append(GaugeMetricFamily(
-            "ivr_recordings_past_expiry_oldest_seconds", "Seconds since the expiry of the "
-            "oldest recording still kept past it; absent when there is none.",
-            value=(figures.read_at - figures.oldest_expiry).total_seconds()))
-    return families
+    oldest = figures.oldest_expiry
+    return [deleted, failing, past, *_seconds(
+        "ivr_recordings_past_expiry_oldest_seconds", "Seconds since the expiry of the oldest "
+        "recording still kept past it; absent when there is none.",
+        None if oldest is None else (figures.read_at - oldest).total_seconds())]
 
 
 def figure_families(figures: PolicyFigures | None) -> tuple[Metric, ...]:
