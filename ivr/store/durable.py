@@ -111,8 +111,13 @@ class DurableRecords:
             except Exception as exc:
                 if self.journal is None or not unreachable(exc):
                     raise
-                log.warning("PostgreSQL unreachable; written to the journal: %s",
-                            _first_line(exc), extra={"entry": entry.op})
+                if isinstance(exc, TimeoutError):
+                    log.warning("PostgreSQL did not take the write within %.1f s "
+                                "(unreachable or overloaded); written to the journal",
+                                self.timeout, extra={"entry": entry.op})
+                else:
+                    log.warning("PostgreSQL unreachable; written to the journal: %s",
+                                _first_line(exc), extra={"entry": entry.op})
         await self.journal.append(entry)
         self.journalled += 1
         return None
