@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.measure import rss_mb
 from bench.report import write_reports
 from bench.steps import Context, Timing, run_step
 from ivr.notices.audio import build, verify
@@ -96,13 +97,15 @@ async def run(args: argparse.Namespace) -> int:
         engine = create_async_engine(url, poolclass=pool.NullPool)
         try:
             await wait_for(log, "ARI connected")
+            idle_mb = rss_mb(service.pid)  # before any call: what a call adds is above it
             for variant in args.variants:
                 asterisk_pid = pbx.running_pid()
                 assert asterisk_pid is not None
                 ctx = Context(variant, prompts, Sipp(paths, pbx=f"127.0.0.1:"
                                                      f"{settings.pbx.sip_port}"),
                               timing, asterisk_pid, service.pid, log,
-                              settings.recordings.local_dir, engine, database, work)
+                              settings.recordings.local_dir, engine, database, work,
+                              idle_mb)
                 for rate in (args.short_rates if prompts == "short" else args.real_rates):
                     index += 1
                     row = await run_step(ctx, index % 100, rate, args.seconds)

@@ -21,7 +21,9 @@ COLUMNS = (
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
     ("db_transactions_per_call", "DB transactions/call"),
-    ("service_peak_rss_mb", "service peak RSS MB"), ("clean", "clean"),
+    ("service_peak_rss_mb", "service peak RSS MB"),
+    ("peak_concurrent_calls", "peak concurrent calls"),
+    ("service_kb_per_concurrent_call", "service KB per concurrent call"), ("clean", "clean"),
 )
 
 

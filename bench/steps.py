@@ -30,7 +30,7 @@ SERVICE_NUMBER = "040404040"
 BASELINE_NUMBER = "baseline"
 
 CALLS_SQL = """
-SELECT c.id::text AS id, c.ended_at, d.decision, d.digit_at, d.notice_ended_at,
+SELECT c.id::text AS id, c.started_at, c.ended_at, d.decision, d.digit_at, d.notice_ended_at,
        r.file_name, r.mixmonitor_id, r.started_at AS recording_started_at
 FROM calls c LEFT JOIN decisions d ON d.call_id = c.id LEFT JOIN recordings r ON r.call_id = c.id
 WHERE c.caller_raw LIKE :prefix
@@ -65,6 +65,7 @@ class Context:
     engine: AsyncEngine
     database: str
     work: Path
+    service_idle_mb: float = 0.0
 
 
 async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[str, Any]:
@@ -113,6 +114,9 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
                                             4),
             "db_transactions_per_call": round((xact_after - xact_before) / max(1, attempted), 2),
             "service_peak_rss_mb": round(memory.peak_mb, 1),
+            "service_kb_per_concurrent_call": round(
+                (memory.peak_mb - ctx.service_idle_mb) * 1024
+                / max(1, row["peak_concurrent_calls"])),
         }
     complete = row["recordings"] == attempted and (ctx.variant == "baseline"
                                                    or row["receipts"] == attempted)
@@ -202,6 +206,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
                 and (ctx.recordings / r["file_name"]).is_file()]
     unbased = [r for r in recorded if r["decision"] not in ("consent", "legal_basis")]
     return {
+        "peak_concurrent_calls": peak_concurrency(rows),
         "receipts": sum(r["decision"] == "consent" for r in rows),
         "recordings": len(recorded), "recordings_without_decision": len(unbased),
         "notice_end_to_mixmonitor_ms_p50": percentile(notice_to_record, 0.5),
@@ -209,6 +214,18 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         "digit_to_decision_stored_ms_p50": percentile(digit_to_stored, 0.5),
         "digit_to_decision_stored_ms_p99": percentile(digit_to_stored, 0.99),
     }
+
+
+def peak_concurrency(rows: list[dict[str, Any]]) -> int:
+    """The most calls the service held at once (from the calls' own start and end)."""
+    edges = sorted([(r["started_at"], 1) for r in rows if r["started_at"]]
+                   + [(r["ended_at"], -1) for r in rows if r["started_at"] and r["ended_at"]],
+                   key=lambda edge: (edge[0], edge[1]))
+    held = peak = 0
+    for _, change in edges:
+        held += change
+        peak = max(peak, held)
+    return peak
 
 
 def decision_log_times(log: Path, offset: int) -> dict[str, datetime]:
