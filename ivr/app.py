@@ -61,7 +61,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     records = DurableRecords(CallRecords(db, audit, settings.node), callbacks,
                              Journal(settings.journal.directory),
                              settings.journal.store_timeout)
-    deps = CallDeps(settings, ari, ami, records, manifest, callbacks)
+    deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics)
 
     async def handle(start: StasisStart, items: CallItems) -> None:
         await InboundCallRunner(deps, start, items).run()

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -41,6 +41,7 @@ from ivr.flow.inbound import (
     new_inbound_call,
     step,
 )
+from ivr.metrics.in_process import Metrics, Step
 from ivr.notices.catalogue import BuiltSegment, Manifest
 from ivr.policy.callbacks import overloaded as is_overloaded
 from ivr.policy.lines import LineRef
@@ -70,6 +71,7 @@ class CallDeps:
     records: DurableRecords
     manifest: Manifest
     callbacks: Callbacks
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def now() -> datetime:
@@ -108,6 +110,7 @@ class InboundCallRunner:
         self.items = items
         self.channel_id = start.channel.id
         self.call_uuid = uuid.uuid4()
+        self.entered = asyncio.get_running_loop().time()
         self.deadline: float | None = None
         self.playbacks: dict[str, BuiltSegment] = {}
         self.playback_started: dict[str, datetime] = {}
@@ -304,6 +307,8 @@ class InboundCallRunner:
             case cmd.Answer():
                 await ari.answer(self.channel_id)
                 self.answered_at = now()
+                self.deps.metrics.observe_step(
+                    Step.ANSWER, asyncio.get_running_loop().time() - self.entered)
                 return ev.Answered(self.answered_at)
             case cmd.Play(segment_id=segment_id, playback_id=playback_id):
                 self.playbacks[playback_id] = self.deps.manifest.segment(segment_id)
@@ -325,7 +330,7 @@ class InboundCallRunner:
             case cmd.StoreDecision(receipt=receipt):
                 return await self.store_decision(call, receipt)
             case cmd.StartRecording():
-                return await self.start_recording()
+                return await self.start_recording(call)
             case cmd.ContinueToQueue(queue=queue, decision=decision, recorded=recorded):
                 return await self.continue_to_queue(queue, decision, recorded)
             case cmd.CloseCall():
@@ -387,7 +392,7 @@ class InboundCallRunner:
             })
         return played
 
-    async def start_recording(self) -> ev.FlowEvent:
+    async def start_recording(self, call: InboundCall) -> ev.FlowEvent:
         assert self.recording_file is not None
         await faults.reached(self.deps.settings, "before_recording", self.log_extra)
         path = PurePosixPath(self.deps.settings.recordings.asterisk_dir) / self.recording_file
@@ -397,6 +402,7 @@ class InboundCallRunner:
             log.error("recording did not start: %s", exc, extra=self.log_extra)
             return ev.RecordingFailed(str(exc), now())
         started = now()
+        self.observe_recording_start(call, started)
         log.info("recording started", extra={**self.log_extra, "file": self.recording_file})
         try:
             await self.deps.records.recording_started(self.recording_file, mixmonitor_id,
@@ -404,6 +410,20 @@ class InboundCallRunner:
         except Exception:
             log.exception("could not store the MixMonitor id", extra=self.log_extra)
         return ev.RecordingStarted(mixmonitor_id, started)
+
+    def observe_recording_start(self, call: InboundCall, started: datetime) -> None:
+        """How long the recording waited: from the notice's end when the decision was
+        known by then (sales, a digit during the notice), else from the digit. Asterisk's
+        event times and this clock can differ: a negative wait is not observed."""
+        if call.notice_ended_at is None:
+            return
+        if call.digit_at is not None and call.digit_at > call.notice_ended_at:
+            step, since = Step.DIGIT_TO_RECORDING, call.digit_at
+        else:
+            step, since = Step.NOTICE_END_TO_RECORDING, call.notice_ended_at
+        waited = (started - since).total_seconds()
+        if waited >= 0:
+            self.deps.metrics.observe_step(step, waited)
 
     async def close(self, command: cmd.CloseCall, state: str) -> None:
         closed = ClosedCall(

@@ -23,6 +23,7 @@ from ivr.asterisk.ari_events import (
 )
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.router import CallItem, ChannelVanished
+from ivr.metrics.exposition import exposition
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
 from ivr.settings import Settings
 
@@ -106,6 +107,20 @@ async def test_a_sales_call_runs_each_command_once_in_order() -> None:
         f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"))
     assert records.names() == ["open", "store_decision", "recording_started", "close",
                                "record_missed"]  # nobody answered: rule 4
+
+
+async def test_a_sales_call_is_timed_from_the_notice_end_to_its_recording() -> None:
+    call, ari, _ami, _records, items = runner()
+    task = asyncio.create_task(call.run())
+    await notice_heard(ari, items)
+    await wait_for(ari, "continue_in_dialplan")
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
+    await asyncio.wait_for(task, 5)
+
+    text = exposition(call.deps.metrics, None).decode()
+    assert 'ivr_step_seconds_count{step="answer"} 1.0' in text
+    assert 'ivr_step_seconds_count{step="notice_end_to_recording"} 1.0' in text
+    assert 'ivr_step_seconds_count{step="digit_to_recording"} 0.0' in text
 
 
 @pytest.mark.parametrize("late", [False, True])
