@@ -3,12 +3,13 @@ unbroken clean run from the lowest rate), the ratio, and when the callers press.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.measure import percentile
 from bench.report import capacity, markdown, summary, write_reports
-from bench.steps import Timing
+from bench.steps import Timing, peak_concurrency
 
 
 def row(variant: str, rate: float, clean: bool, prompts: str = "short") -> dict[str, Any]:
@@ -55,3 +56,15 @@ def test_callers_press_during_the_question_and_after_the_notice() -> None:
     timing = Timing.of([2700, 2300, 2000])
     assert timing.question_mid_ms == 2700 + 1150
     assert timing.after_notice_ms == 7800 and timing.call_ms == 10000
+
+
+def test_peak_concurrency_counts_calls_held_at_once() -> None:
+    t = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    rows = [{"started_at": t, "ended_at": t + timedelta(seconds=10)},
+            {"started_at": t + timedelta(seconds=2), "ended_at": t + timedelta(seconds=4)},
+            {"started_at": t + timedelta(seconds=4), "ended_at": t + timedelta(seconds=6)},
+            {"started_at": t + timedelta(seconds=5), "ended_at": None},  # still held
+            {"started_at": None, "ended_at": None}]
+    # One ends at 4 s as another starts: an end is counted first, so never 3 until 5 s.
+    assert peak_concurrency(rows) == 3
+    assert peak_concurrency([]) == 0
