@@ -193,9 +193,7 @@ class Asterisk:
 
 def own_directories(core: str, node: Node) -> str:
     """A further node's ``asterisk.conf``: its own copy of each directory Asterisk writes
-    to, and its name as the system name, which prefixes its channel ids (two Asterisks
-    otherwise make the same ``<seconds>.<counter>`` ids, and calls.channel_id is unique
-    across nodes)."""
+    to. (Its name as the system name comes from the settings' ``node``, as on every node.)"""
     # "[directories](!)" is a template Asterisk skips (its compiled-in paths apply).
     core, found = re.subn(r"^\[directories\](\(!\))?", "[directories]", core,
                           flags=re.MULTILINE)
@@ -212,9 +210,4 @@ def own_directories(core: str, node: Node) -> str:
                              f"{node.name} its own directory",
                              "keep every directory of asterisk-conf/asterisk.conf on a "
                              "line of its own")
-    core, found = re.subn(r"^\[options\]$", f"[options]\nsystemname = {node.name}", core,
-                          flags=re.MULTILINE)
-    if found != 1 or re.search(r"^systemname\s*=", core, re.MULTILINE) is None:
-        raise SetupError("asterisk.conf: no [options] section for the node's system name",
-                         "keep an [options] section in asterisk-conf/asterisk.conf")
     return core

@@ -29,6 +29,11 @@ url = "{TEST_DATABASE_URL}"
 asterisk_dir = "{recordings}"
 local_dir = "{paths.in_root(recordings)}"
 
+[recordings.store]
+# One store for every node of the test PBX, beside their state directories (never the
+# host's /var/lib/ivr).
+path = "{paths.state.parent / "recording-store"}"
+
 [prompts]
 local_dir = "{paths.in_root(PROMPTS_IN_ROOT)}"
 

@@ -30,6 +30,7 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
     """The values of the placeholders that come from the settings."""
     ari_url = urlsplit(settings.ari.url)
     return {
+        "node": settings.node,
         "bind_address": str(settings.pbx.bind_address),
         "sip_port": str(settings.pbx.sip_port),
         "http_port": str(ari_url.port or 8088),
