@@ -10,6 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
+from ivr.disk import fsync_directory
 from ivr.recordings.location import FileLocation, parse
 from ivr.recordings.store import Readable, StoreError
 
@@ -63,16 +64,8 @@ def copy_hashing(source: Path, target: Path) -> tuple[str, int]:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     return digest.hexdigest(), size
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_and_delete(path: Path) -> str | None:

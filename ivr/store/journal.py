@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ivr.disk import fsync_directory
 from ivr.flow.commands import Receipt
 from ivr.store.callbacks import Missed
 from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording
@@ -130,7 +131,7 @@ class Journal:
             if not _has_data(self.current):
                 return None
             os.replace(self.current, self.replaying)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         entries: list[Entry] = []
         unreadable: list[str] = []
         for number, line in enumerate(self.replaying.read_bytes().splitlines(), 1):
@@ -155,13 +156,13 @@ class Journal:
         finally:
             os.close(fd)
         if new:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         if created:
-            _fsync_directory(self.directory.parent)
+            fsync_directory(self.directory.parent)
 
     def _remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
 
 def _has_data(path: Path) -> bool:
@@ -169,14 +170,6 @@ def _has_data(path: Path) -> bool:
         return path.stat().st_size > 0
     except FileNotFoundError:
         return False
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _json_text(text: str) -> bytes:
