@@ -169,6 +169,20 @@ def test_ami_write_classes_exclude_originate_command_and_all(
     assert _value(manager, "ivr", "write") == "system,call"
 
 
+def test_ami_reads_only_agent_and_system_events(rendered: dict[str, Path]) -> None:
+    """Channel events (class call) would each cost the service CPU for nothing: the calls
+    are followed through ARI."""
+    manager = _sections(rendered["manager.conf"].read_text())
+    assert _value(manager, "ivr", "read") == "agent,system"
+
+
+def test_asterisk_system_name_is_the_node(rendered: dict[str, Path],
+                                          test_settings: Settings) -> None:
+    """Channel ids carry the node: two nodes on one database never make the same id."""
+    core = _sections(rendered["asterisk.conf"].read_text())
+    assert _value(core, "options", "systemname") == test_settings.node
+
+
 def test_ari_user_from_the_settings(rendered: dict[str, Path]) -> None:
     ari = _sections(rendered["ari.conf"].read_text())
     assert _value(ari, "ivr", "type") == "user"
