@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asterisk.ari import AriClient, Connected
+from ivr.asterisk.ari import WANTED_EVENTS, AriClient, Connected
 from ivr.asterisk.ari_events import StasisEnd, StasisStart
 from testpbx.asterisk import Asterisk
 from testpbx.sipp import Sipp
@@ -39,6 +39,9 @@ async def test_sales_call_reaches_the_application(pbx: Asterisk, sipp: Sipp) -> 
     try:
         async with aclosing(ari.events()) as events:
             assert isinstance(await _next(events, Connected), Connected)
+            # Asterisk sends the application only the events the flows read.
+            app = await ari.request("GET", f"/applications/{pbx.settings.ari.app}")
+            assert sorted(e["type"] for e in app["events_allowed"]) == sorted(WANTED_EVENTS)
             call = asyncio.create_task(sipp.call("040404045", caller="031123456"))
             start = await _next(events, StasisStart)
             assert isinstance(start, StasisStart)
