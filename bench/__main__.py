@@ -67,7 +67,14 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+PROMPT_VARIABLES = ("IVR_PROMPTS__LOCAL_DIR", "IVR_PROMPTS__SOUND_PREFIX")
+
+
 def prompt_env(prompts: str, paths: Any) -> dict[str, str]:
+    """The settings that select the prompts; the real ones are the settings' own. (Clear
+    the short ones before a real run: os.environ keeps them from an earlier one.)"""
+    for name in PROMPT_VARIABLES:
+        os.environ.pop(name, None)
     if prompts == "real":
         return {}
     directory = paths.in_root("/usr/share/asterisk/sounds/ivr-short")
