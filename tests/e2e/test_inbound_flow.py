@@ -15,7 +15,9 @@ import wave
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from testpbx.sipp import Action, Pause, Press, Sipp, SippResult
 
@@ -230,3 +232,35 @@ def test_twenty_concurrent_calls_over_all_seven_numbers_are_each_correct(
             recorded(service, o)
         else:
             not_recorded(service, o)
+
+
+async def test_metrics_and_health_count_this_modules_calls(
+        pbx: Any, service: Any, outcomes: dict[str, Outcome]) -> None:
+    """/metrics after the module's calls: every call counted by its stored decision, one
+    answer latency per call, and one recording-start latency per recording, from the
+    notice's end or from the digit as the receipt says; /healthz says every part is up."""
+    records = [o.record for o in outcomes.values()]
+    base = f"http://127.0.0.1:{pbx.settings.web.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        health = await client.get("/healthz")
+        text = (await client.get("/metrics")).text
+    assert health.status_code == 200, health.text
+    assert health.json()["status"] == "up" and set(health.json()["parts"]) == {
+        "database", "ari", "ami"}, health.text
+
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples if s.name == name
+                   and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    for decision in ("legal_basis", "consent", "refusal", "no_consent"):
+        assert total("ivr_calls", window="1h", decision=decision) == sum(
+            r["decision"] == decision for r in records), decision
+    assert total("ivr_step_seconds_count", step="answer") == len(records)
+    started = [r for r in records if r["recording_started_at"] is not None]
+    after_notice = [r for r in started
+                    if r["digit_at"] is not None and r["digit_at"] > r["notice_ended_at"]]
+    assert total("ivr_step_seconds_count", step="digit_to_recording") == len(after_notice)
+    assert total("ivr_step_seconds_count", step="notice_end_to_recording") == \
+        len(started) - len(after_notice)
