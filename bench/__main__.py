@@ -148,7 +148,10 @@ def start_service(url: str, env: dict[str, str], log: Path) -> tuple[subprocess.
                                                                       Path]:
     environment = os.environ | env | {"IVR_DATABASE__URL": url,
                                       "IVR_JOURNAL__DIRECTORY": str(log.parent / "journal"),
-                                      "IVR_WEB__ENABLED": "false"}
+                                      "IVR_WEB__ENABLED": "false",
+                                      # The periodic jobs (deletions, moves into the
+                                      # recording store) would move the files a step counts.
+                                      "IVR_JOBS__ENABLED": "false"}
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=environment,
                                    stdout=out, stderr=subprocess.STDOUT)
