@@ -14,7 +14,7 @@ RUN apt-get update \
  && ln -s /srv/pbx/root/etc/asterisk /etc/asterisk \
  && install -d /var/cache/asterisk /var/lib/asterisk /var/log/asterisk /var/run/asterisk \
       /var/spool/asterisk \
- && install -d -m 0750 /var/spool/asterisk/ivr-recordings
+ && install -d -m 0750 /var/spool/asterisk/ivr-recordings /var/spool/asterisk/ivr-unattended
 # The directories Asterisk writes to exist before it starts, as testpbx/asterisk.py makes
 # them in the native root (no systemd here to create /var/run/asterisk). It runs as natively:
 # in the foreground, as the owner of its directories (no runuser), the files it writes

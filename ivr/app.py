@@ -21,6 +21,7 @@ from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans, sweep
 from ivr.calls.router import CallItems, CallRouter
+from ivr.calls.unattended import collect_unattended
 from ivr.jobs.deletion import DeletionJob
 from ivr.jobs.recording_moves import RecordingMoveJob
 from ivr.metrics.health import Health, ami_check, ari_check, database_check
@@ -189,13 +190,18 @@ async def _replay_journal(records: DurableRecords, interval: float) -> None:
 
 
 async def _sweep(deps: CallDeps, interval: int, since: datetime) -> None:
-    """Calls an earlier instance left open are closed once their channels end."""
+    """Calls an earlier instance left open are closed once their channels end; calls the
+    dialplan took while no instance ran are recorded (and returned: rule 4)."""
     while True:
         await asyncio.sleep(interval)
         try:
             await sweep(deps, since)
         except Exception as exc:
             log.warning("sweep of calls left open failed: %s", exc)
+        try:
+            await collect_unattended(deps)
+        except Exception as exc:
+            log.warning("calls taken while no instance ran not read yet: %s", exc)
 
 
 async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event,

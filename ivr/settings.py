@@ -233,6 +233,15 @@ class PromptSettings(Section):
     sound_prefix: str = Field(default="ivr", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
 
 
+class UnattendedSettings(Section):
+    """Calls the dialplan sent to the queue while no service instance ran (Stasis failed):
+    Asterisk notes each in a file here when it ends (as Asterisk sees the directory, and
+    as the service does); the service records them when it runs again (rule 4)."""
+
+    asterisk_dir: Path = Path("/var/spool/asterisk/ivr-unattended")
+    local_dir: Path = Path("/var/spool/asterisk/ivr-unattended")
+
+
 class JournalSettings(Section):
     """Where call records wait, fsynced, while PostgreSQL cannot be reached; how long a
     write may wait for PostgreSQL before it goes there, and how often a replay is tried."""
@@ -315,6 +324,7 @@ class Settings(BaseSettings):
     pbx: PbxSettings = PbxSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
     journal: JournalSettings = JournalSettings()
+    unattended: UnattendedSettings = UnattendedSettings()
     jobs: JobsSettings = JobsSettings()
     web: WebSettings = WebSettings()
 

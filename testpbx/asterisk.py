@@ -77,9 +77,10 @@ class Asterisk:
                        "/var/spool/asterisk", "/var/cache/asterisk"):
             self.paths.in_root(self.paths.asterisk_dir(inside)).mkdir(parents=True,
                                                                       exist_ok=True)
-        self.paths.in_root(self.settings.recordings.asterisk_dir).mkdir(parents=True,
-                                                                        exist_ok=True)
-        os.chmod(self.paths.in_root(self.settings.recordings.asterisk_dir), 0o750)
+        for spool in (self.settings.recordings.asterisk_dir,
+                      self.settings.unattended.asterisk_dir):
+            self.paths.in_root(spool).mkdir(parents=True, exist_ok=True)
+            os.chmod(self.paths.in_root(spool), 0o750)
 
     # life ---------------------------------------------------------------------------------
     def running_pid(self) -> int | None:

@@ -11,12 +11,15 @@ from testpbx.paths import Paths
 
 TEST_DATABASE_URL = "postgresql+psycopg://ivr:ivr-test-db@127.0.0.1:5432/ivr"
 RECORDINGS_IN_ROOT = "/var/spool/asterisk/ivr-recordings"
+UNATTENDED_IN_ROOT = "/var/spool/asterisk/ivr-unattended"
 PROMPTS_IN_ROOT = "/usr/share/asterisk/sounds/ivr"
 
 
 def settings_text(paths: Paths) -> str:
     node = paths.node
     recordings = RECORDINGS_IN_ROOT.replace("/var/spool/asterisk",
+                                            paths.asterisk_dir("/var/spool/asterisk"))
+    unattended = UNATTENDED_IN_ROOT.replace("/var/spool/asterisk",
                                             paths.asterisk_dir("/var/spool/asterisk"))
     text = f"""# Written by the test PBX harness (make up / make test): test mode, so the test
 # secrets are accepted. Environment variables (IVR_...) still override each value.
@@ -33,6 +36,10 @@ local_dir = "{paths.in_root(recordings)}"
 # One store for every node of the test PBX, beside their state directories (never the
 # host's /var/lib/ivr).
 path = "{paths.state.parent / "recording-store"}"
+
+[unattended]
+asterisk_dir = "{unattended}"
+local_dir = "{paths.in_root(unattended)}"
 
 [prompts]
 local_dir = "{paths.in_root(PROMPTS_IN_ROOT)}"

@@ -49,6 +49,7 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "fastagi": f"{settings.fastagi.bind_address}:{settings.fastagi.port}",
         "trunk": settings.callbacks.trunk,
         "recordings_dir": str(settings.recordings.asterisk_dir),
+        "unattended_dir": str(settings.unattended.asterisk_dir),
         "recording_format": settings.recordings.format,
         "customer_ring_seconds": str(settings.callbacks.customer_ring_seconds),
         "sound_prefix": settings.prompts.sound_prefix,
@@ -67,7 +68,8 @@ def fill(text: str, values: Mapping[str, str], where: str) -> str:
 def numbers_dialplan(settings: Settings) -> str:
     """``[ivr-numbers]``: every form of every configured number enters the application.
     When the application is not running (the service restarts), Stasis fails at once and
-    the caller goes to the line's queue unrecorded (``[ivr-unavailable]``)."""
+    the caller goes to the line's queue unrecorded (``[ivr-unavailable]``), with the number
+    dialled kept for the note the dialplan leaves when the call ends."""
     lines = ["; Generated from the settings by `ivr asterisk-conf render`. Do not edit.",
              "[ivr-numbers]"]
     for line in settings.lines:
@@ -75,9 +77,11 @@ def numbers_dialplan(settings: Settings) -> str:
             lines.append(f"; {line.name} ({line.kind}) {e164}")
             for form in dialled_forms(e164):
                 lines.append(f"exten => {form},1,Stasis({settings.ari.app})")
-                lines.append(f' same => n,GotoIf($["${{STASISSTATUS}}" = "FAILED"]'
-                             f"?ivr-unavailable,{line.queue},1)")
+                lines.append(' same => n,GotoIf($["${STASISSTATUS}" = "FAILED"]'
+                             "?unavailable)")
                 lines.append(" same => n,Hangup()")
+                lines.append(" same => n(unavailable),Set(IVR_DIALLED=${EXTEN})")
+                lines.append(f" same => n,Goto(ivr-unavailable,{line.queue},1)")
     return "\n".join(lines) + "\n"
 
 

@@ -171,7 +171,7 @@ async def place(node: Node, name: str, hold_ms: int = 5000) -> SippResult:
 
 CALLS_SQL = """
 SELECT c.id::text AS id, c.channel_id, c.node, c.caller_raw, c.ended_at, c.end_reason,
-       d.decision, r.file_name, r.basis
+       c.line_kind, c.notice_completed, d.decision, r.file_name, r.basis
 FROM calls c LEFT JOIN decisions d ON d.call_id = c.id LEFT JOIN recordings r ON r.call_id = c.id
 WHERE c.caller_raw = ANY(:callers)
 """
@@ -373,11 +373,24 @@ async def test_a_killed_node_leaves_the_other_carrying_on(nodes: TwoNodes) -> No
         recovered = time.monotonic() - died
         results = await asyncio.gather(*calls, while_down)
         rows = await closed_calls(nodes.url, list(callers), 4)
+        # Noted by the dialplan when it ended, recorded by the restarted instance (rule 4).
+        (unattended,) = await closed_calls(nodes.url, ["031000925"], 1)
         unbased = [*await recordings_without_basis(first.service, since),
                    *await recordings_without_basis(restarted, since)]
     assert all(r.ok for r in results), [r.errors() for r in results if not r.ok]
     by = {r["caller_raw"]: r for r in rows}
-    assert "031000925" not in by  # Stasis failed: [ivr-unavailable], the queue, no record
+    # Stasis failed: [ivr-unavailable] sent the caller to the queue, unrecorded and told
+    # nothing; the call is known all the same, and its caller is to be called back.
+    assert "031000925" not in by
+    assert (unattended["node"], unattended["line_kind"], unattended["end_reason"],
+            unattended["decision"], unattended["file_name"], unattended["notice_completed"]
+            ) == (NODE2.name, "sales", "service_unavailable", None, None, False), unattended
+    (callback,) = await query(nodes.url, """
+        SELECT b.status, b.record, b.notice_required FROM callbacks b
+        JOIN missed_calls m ON m.callback_id = b.id WHERE m.call_id = CAST(:id AS uuid)""",
+                              {"id": unattended["id"]})
+    assert (callback["status"], callback["record"], callback["notice_required"]) == (
+        "open", False, True)
     assert (by["031000921"]["decision"], by["031000922"]["decision"]) == (
         "consent", "legal_basis")
     for caller in ("031000921", "031000922"):

@@ -241,9 +241,15 @@ def test_without_the_application_a_caller_still_reaches_the_queue_unrecorded() -
     """Stasis fails at once when no service instance is connected (a restart): the
     caller goes to the line's queue with nothing recorded, never a refusal."""
     text = numbers_dialplan(Settings(mode="test"))
-    assert ' same => n,GotoIf($["${STASISSTATUS}" = "FAILED"]?ivr-unavailable,sales,1)' in text
-    assert '?ivr-unavailable,service,1)' in text
+    assert ' same => n,GotoIf($["${STASISSTATUS}" = "FAILED"]?unavailable)' in text
+    assert " same => n(unavailable),Set(IVR_DIALLED=${EXTEN})" in text
+    assert " same => n,Goto(ivr-unavailable,sales,1)" in text
+    assert " same => n,Goto(ivr-unavailable,service,1)" in text
     source = (DEFAULT_SOURCE / "extensions.conf").read_text()
     unavailable = source.split("[ivr-unavailable]")[1].split("\n[")[0]
     assert "Set(IVR_RECORDED=no)" in unavailable and "MixMonitor" not in unavailable
     assert "Goto(@@queue_context@@,${EXTEN},1)" in unavailable
+    # Rule 4: the call is noted when it ends, for the service to return it if missed.
+    assert "Set(CHANNEL(hangup_handler_push)=ivr-unattended-end,s,1)" in unavailable
+    note = source.split("[ivr-unattended-end]")[1].split("\n[")[0]
+    assert "FILE(@@unattended_dir@@/${UNIQUEID}.call,,,a)" in note and "Return()" in note

@@ -1,0 +1,65 @@
+"""Notes the dialplan leaves of calls it took while no service instance ran (rule 4): read
+strictly, and a note that is not what the dialplan writes is moved aside, never guessed at."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ivr.calls.unattended import NoteError, parse_note, read_notes
+
+NOTE = ("v=1&channel=node2-1795404928.7&entered=1795404928.120&ended=1795404961.905"
+        "&dialled=040404040&caller=%2B38631000925&agent=&queue_status=TIMEOUT")
+
+
+def test_a_note_as_the_dialplan_writes_it() -> None:
+    call = parse_note(NOTE + "\n")
+    assert call.channel_id == "node2-1795404928.7"
+    assert call.entered_at == datetime.fromtimestamp(1795404928.12, UTC)
+    assert (call.ended_at - call.entered_at).total_seconds() == pytest.approx(33.785)
+    assert (call.dialled, call.caller, call.agent) == ("040404040", "+38631000925", None)
+    assert call.missed_reason == "timeout"
+
+
+def test_an_agent_who_answered_and_a_caller_who_left() -> None:
+    call = parse_note(NOTE.replace("agent=", "agent=PJSIP%2Fagent1")
+                      .replace("queue_status=TIMEOUT", "queue_status="))
+    assert call.agent == "PJSIP/agent1" and call.missed_reason == "abandoned"
+
+
+def test_hostile_caller_ids_are_kept_as_text() -> None:
+    call = parse_note(NOTE.replace("caller=%2B38631000925",
+                                   "caller=..%2F..%2Fetc%2Fpasswd%27%3B%20DROP%0A"))
+    assert call.caller == "../../etc/passwd'; DROP\n"  # describe_caller makes it printable
+
+
+@pytest.mark.parametrize("text", [
+    "", NOTE + "\n" + NOTE, NOTE.replace("v=1", "v=2"), NOTE + "&extra=1",
+    NOTE.replace("&agent=", "&channel=x&agent="), NOTE.replace("&queue_status=TIMEOUT", ""),
+    NOTE.replace("channel=node2-1795404928.7", "channel=..%2Fx"),
+    NOTE.replace("channel=node2-1795404928.7", "channel="),
+    NOTE.replace("entered=1795404928.120", "entered=soon"),
+    NOTE.replace("entered=1795404928.120", "entered=nan"),
+    NOTE.replace("ended=1795404961.905", "ended=1e300"),
+    NOTE.replace("ended=1795404961.905", "ended=1795404900"),
+    NOTE.replace("queue_status=TIMEOUT", "queue_status=%0Arm"),
+    "not a note at all", "&&&",
+])
+def test_anything_else_is_refused(text: str) -> None:
+    with pytest.raises(NoteError):
+        parse_note(text)
+
+
+def test_unreadable_notes_are_moved_aside(tmp_path: Path) -> None:
+    (tmp_path / "a.call").write_text(NOTE)
+    (tmp_path / "b.call").write_text("v=9")
+    (tmp_path / "c.call").write_bytes(b"x" * 5000)
+    (tmp_path / "other.txt").write_text("not a note")
+    assert read_notes(tmp_path) == []  # just written: Asterisk may still be at it
+    notes = read_notes(tmp_path, now=time.time() + 60)
+    assert [(p.name, c.channel_id) for p, c in notes] == [("a.call", "node2-1795404928.7")]
+    assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == ["b.call", "c.call"]
+    assert (tmp_path / "a.call").exists() and (tmp_path / "other.txt").exists()
