@@ -53,7 +53,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     ari = AriClient(settings.ari)
     metrics = Metrics()
     ami = AmiClient(settings.ami, on_reconnect=metrics.ami_reconnected)
-    ari_connected = asyncio.Event()  # set by the events loop once ARI's websocket is up
+    ari_connected = ari.events_up  # up while ARI's events websocket is connected
     health = Health({"database": database_check(db), "ari": ari_check(ari, ari_connected),
                      "ami": ami_check(ami)}, timeout=HEALTH_TIMEOUT)
     stop = stop or asyncio.Event()

@@ -57,6 +57,9 @@ class AriClient:
         self._auth = (settings.username, password)
         self._http = HttpPool(settings.url.rstrip("/") + "/ari", settings.username, password,
                               settings.max_connections)
+        # Set while the events websocket is connected (calls reach the application only
+        # then); cleared the moment it drops. /healthz reads it.
+        self.events_up = asyncio.Event()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -183,9 +186,10 @@ class AriClient:
                     reconnects += 1
                     backoff = 0.5
                     log.info("ARI events connected", extra={"reconnects": reconnects})
-                    await self.filter_events()
-                    yield Connected(reconnects)
+                    self.events_up.set()
                     try:
+                        await self.filter_events()
+                        yield Connected(reconnects)
                         async for frame in ws:
                             try:
                                 yield parse_event(frame)
@@ -194,6 +198,8 @@ class AriClient:
                     except ConnectionClosed:
                         log.warning("ARI events websocket closed; reconnecting")
                         continue
+                    finally:
+                        self.events_up.clear()
             except (InvalidStatus, InvalidHandshake, OSError, TimeoutError) as exc:
                 # connect() gives up on errors it considers fatal (e.g. 401): wait, try again.
                 log.error("ARI events: %s; retrying in %.1f s", exc, backoff)

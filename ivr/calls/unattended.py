@@ -9,7 +9,8 @@ decision: the caller heard no notice, and nothing was recorded) and, when no age
 answered, a missed call, so that the caller is still called back within the hour.
 
 Recording a note twice changes nothing (the call's id is derived from the node and the
-channel). A note that cannot be read is moved to ``rejected/`` and logged, never guessed at.
+channel). A note that is not what the dialplan writes is moved to ``rejected/`` and logged,
+never guessed at; one that cannot be read or recorded now is left for the next sweep.
 """
 
 from __future__ import annotations
@@ -129,18 +130,18 @@ async def record_unattended(deps: CallDeps, call: UnattendedCall) -> None:
 
 
 async def collect_unattended(deps: CallDeps) -> int:
-    """Record every note in ``unattended.local_dir`` and remove it; a note that cannot be
-    read, or whose call PostgreSQL refuses, goes to ``rejected/``. Returns how many calls
-    were recorded."""
+    """Record every note in ``unattended.local_dir`` and remove it; a note that is not what
+    the dialplan writes goes to ``rejected/``; one that cannot be read or recorded now stays
+    for the next sweep. Returns how many calls were recorded."""
     recorded = 0
     directory = Path(deps.settings.unattended.local_dir)
     for path, call in await asyncio.to_thread(read_notes, directory):
         try:
             await record_unattended(deps, call)  # PostgreSQL away: the outage journal
         except Exception:
-            log.exception("PostgreSQL refused the call of a note; moved to rejected/",
+            # Never dropped: the note stays and the next sweep tries again.
+            log.exception("could not record the call of a note; tried again later",
                           extra={"file": path.name})
-            await asyncio.to_thread(_reject, path)
             continue
         await asyncio.to_thread(path.unlink, True)
         recorded += 1
@@ -158,12 +159,17 @@ def read_notes(directory: Path, now: float | None = None) -> list[tuple[Path, Un
                 continue
             with path.open("rb") as note:
                 raw = note.read(MAX_NOTE_BYTES + 1)
+        except OSError as exc:  # e.g. the directory's group is wrong: left, not lost
+            log.error("note of a call taken while no instance ran cannot be read: %s",
+                      exc, extra={"file": path.name})
+            continue
+        try:
             if len(raw) > MAX_NOTE_BYTES:
                 raise NoteError(f"larger than {MAX_NOTE_BYTES} bytes")
             notes.append((path, parse_note(raw.decode("utf-8", errors="replace"))))
-        except (NoteError, OSError) as exc:
-            log.error("note of a call taken while no instance ran is unreadable: %s; "
-                      "moved to rejected/", exc, extra={"file": path.name})
+        except NoteError as exc:
+            log.error("note of a call taken while no instance ran is not one; moved to "
+                      "rejected/: %s", exc, extra={"file": path.name})
             _reject(path)
     return notes
 

@@ -37,7 +37,9 @@ from ivr.store.models import Call, Recording
 
 log = logging.getLogger(__name__)
 
-BATCH = 50
+# Rows are locked while their files are copied (an upload can take seconds): small
+# batches keep the locks and the pooled connection, shared with the calls, short.
+BATCH = 5
 ACTOR = "recording-store-job"
 RECORDING_STORED = "recording_stored"
 
@@ -126,14 +128,17 @@ class RecordingMoveJob:
             modified = path.stat().st_mtime
         except FileNotFoundError:
             return NotMoved("missing", f"not in this node's spool ({self.files.spool})")
+        except OSError as exc:  # one file that cannot be read must not stop the others
+            return NotMoved("failed", f"{type(exc).__name__}: {exc.strerror or exc}")
         if modified > cutoff.timestamp():
             return NotMoved("waiting")
         store = self.files.store
         try:
             copy = store.put(path, store_key(recording.file_name, recording.started_at))
             stored = store.checksum(copy.location)
-        except OSError as exc:
-            return NotMoved("failed", f"{type(exc).__name__}: {exc.strerror or exc}")
+        except (OSError, ValueError) as exc:  # ValueError: a key the store cannot take
+            return NotMoved("failed", f"{type(exc).__name__}: "
+                            f"{getattr(exc, 'strerror', None) or exc}")
         problem = None
         if stored != copy.sha256:
             problem = (f"hash mismatch: spool {copy.sha256}, store "

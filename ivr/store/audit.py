@@ -204,6 +204,12 @@ class AuditLog:
             connection = await session.connection()
         else:
             connection = session
+        options = connection.sync_connection.get_execution_options() \
+            if connection.sync_connection is not None else {}
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            # The lock would end with its statement, and two entries could follow one hash.
+            raise RuntimeError("AuditLog.append needs a transaction, not an autocommit "
+                               "connection")
         # Statements sent as they are: the service appends one for every recording.
         await connection.exec_driver_sql(LOCK, {"key": AUDIT_LOCK_KEY})
         last_hash, stored_details, at = tuple((await connection.exec_driver_sql(

@@ -134,13 +134,7 @@ class Callbacks:
                 return cast(uuid.UUID | None, known[0])
             callback_id: uuid.UUID | None = None
             if missed.caller is not None:
-                callback_id = (await connection.exec_driver_sql(OPEN_CALLBACK, {
-                    "id": uuid.uuid4(), "caller": missed.caller,
-                    "due_at": due_at(missed.missed_at, self.window_minutes),
-                    "overload": missed.overloaded})).scalar_one_or_none()
-                if callback_id is None:
-                    callback_id = (await connection.exec_driver_sql(
-                        LOCK_OPEN_CALLBACK, {"caller": missed.caller})).scalar_one()
+                callback_id = await self._open_callback(connection, missed)
             await connection.exec_driver_sql(INSERT_MISSED, {
                 "id": uuid.uuid4(), "call_id": missed.call_id, "callback_id": callback_id,
                 "caller": missed.caller, "caller_withheld": missed.caller_withheld,
@@ -150,6 +144,22 @@ class Callbacks:
                 return None  # a withheld number cannot be called back: the row says so
             await self._refresh(connection, callback_id, missed.caller)
             return callback_id
+
+    async def _open_callback(self, connection: AsyncConnection, missed: Missed) -> uuid.UUID:
+        """The caller's open callback, opened now if there is none, locked. An open one
+        found by the insert may be closed before it is locked (an agent just returned the
+        call): then a new one is opened."""
+        for _ in range(3):
+            opened = (await connection.exec_driver_sql(OPEN_CALLBACK, {
+                "id": uuid.uuid4(), "caller": missed.caller,
+                "due_at": due_at(missed.missed_at, self.window_minutes),
+                "overload": missed.overloaded})).scalar_one_or_none()
+            if opened is None:
+                opened = (await connection.exec_driver_sql(
+                    LOCK_OPEN_CALLBACK, {"caller": missed.caller})).scalar_one_or_none()
+            if opened is not None:
+                return cast(uuid.UUID, opened)
+        raise RuntimeError(f"no open callback could be made for {missed.caller}")
 
     async def _refresh(self, executor: AsyncSession | AsyncConnection, callback_id: uuid.UUID,
                        caller: str) -> Inheritance:

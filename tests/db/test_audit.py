@@ -141,6 +141,15 @@ async def test_append_refuses_to_run_outside_a_transaction(audit: AuditLog) -> N
             await audit.append(session, "agent-7", actions.LOGIN, "user", "agent-7")
 
 
+async def test_append_refuses_an_autocommit_connection(audit: AuditLog) -> None:
+    """Each statement its own transaction: the chain's lock would not hold to the insert."""
+    async with audit.db.autocommit.connect() as connection:
+        await connection.exec_driver_sql("SELECT 1")  # in_transaction() is True even so
+        with pytest.raises(RuntimeError, match="not an autocommit connection"):
+            await audit.append(connection, "service", "recording_created", "recording", "r")
+    assert (await audit.verify()).checked == 0
+
+
 # Tampering -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change", [

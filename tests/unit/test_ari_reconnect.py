@@ -63,3 +63,31 @@ async def test_garbage_frames_are_skipped_not_fatal() -> None:
             kinds = [type(await anext(events)), type(await anext(events))]
         await client.aclose()
     assert kinds == [Connected, StasisStart]
+
+
+async def test_events_up_follows_the_websocket() -> None:
+    """/healthz reads ``events_up``: set while connected, cleared the moment it drops
+    (Stasis fails then, and callers go to the queue unrecorded)."""
+    closed = asyncio.Event()
+
+    async def one_frame_then_close(ws: ServerConnection) -> None:
+        await ws.send(FRAME)
+        await ws.close()
+        closed.set()
+
+    async with serve(one_frame_then_close, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = AriClient(AriSettings(url=f"http://127.0.0.1:{port}",
+                                       reconnect_max_seconds=1))
+        assert not client.events_up.is_set()
+        async with aclosing(client.events()) as events, asyncio.timeout(10):
+            assert isinstance(await anext(events), Connected)
+            assert client.events_up.is_set()
+            assert isinstance(await anext(events), StasisStart)
+            await closed.wait()
+            pending = asyncio.ensure_future(anext(events))  # reads the close, reconnects
+            while client.events_up.is_set() and not pending.done():
+                await asyncio.sleep(0.01)
+            assert isinstance(await pending, Connected)
+        assert not client.events_up.is_set()  # the stream closed
+        await client.aclose()
