@@ -183,11 +183,15 @@ def figures_statement(at: Moments) -> Select[Any]:
                                     func.count()))
                        .where(Recording.deleted_at.is_(None), Recording.expires_at <= at.now,
                               Recording.deletion_error.is_not(None)))
-    revoked = (select(Call.id).join(Revocation, Revocation.caller == Call.caller)
-               .where(Revocation.fulfilled_at.is_(None)))
+    # What an open revocation covers, as the deletion job takes it: the caller's consent
+    # recordings that started before the revocation was received.
+    revoked = (select(Recording.id).join(Call, Call.id == Recording.call_id)
+               .join(Revocation, Revocation.caller == Call.caller)
+               .where(Revocation.fulfilled_at.is_(None), Recording.basis == "consent",
+                      Recording.started_at <= Revocation.received_at))
     failing_revoked = (select(*_row("deletions_failing", [literal("revocation", Text)],
                                     func.count()))
-                       .where(Recording.deleted_at.is_(None), Recording.call_id.in_(revoked),
+                       .where(Recording.deleted_at.is_(None), Recording.id.in_(revoked),
                               Recording.deletion_error.is_not(None)))
     missed = case((_local_date(Recording.expires_at, tz) < at.today, "missed"),
                   else_="at_risk")

@@ -105,8 +105,9 @@ class Rows:
         self.rows.append(revocation)
         return revocation
 
-    def recording(self, call: Call, expires_in: timedelta, **fields: Any) -> Recording:
-        recording = Recording(id=uuid.uuid4(), call_id=call.id, basis="legal_basis",
+    def recording(self, call: Call, expires_in: timedelta, basis: str = "legal_basis",
+                  **fields: Any) -> Recording:
+        recording = Recording(id=uuid.uuid4(), call_id=call.id, basis=basis,
                               file_name=f"{uuid.uuid4()}.wav", started_at=call.started_at,
                               expires_at=self.now + expires_in, **fields)
         self.rows.append(recording)
@@ -192,6 +193,9 @@ async def stored(own_database: OwnDatabase) -> AsyncIterator[Stored]:
         # The open revocation's caller: a recording within retention whose deletion fails.
         revoked = rows.call("service", "service", "consent", age=timedelta(days=4),
                             caller=pending.caller)
+        rows.recording(revoked, timedelta(days=170), basis="consent", deletion_attempts=1,
+                       deletion_error="OSError: read-only file system")
+        # Not covered by it (rule 8 withdraws consent, not a legal basis): not counted.
         rows.recording(revoked, timedelta(days=170), deletion_attempts=1,
                        deletion_error="OSError: read-only file system")
         async with db.session() as session, session.begin():
