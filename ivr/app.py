@@ -86,11 +86,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
                                     desk_phone_handlers(deps))
             tasks.create_task(fastagi.serve(), name="fastagi")
+            files = RecordingFiles.from_settings(settings.recordings)
             if settings.web.enabled:
-                tasks.create_task(_console(settings, db, audit, deps, tasks, metrics, health),
-                                  name="console")
+                tasks.create_task(_console(settings, db, audit, deps, tasks, metrics, health,
+                                           files), name="console")
             if settings.jobs.enabled:
-                files = RecordingFiles.from_settings(settings.recordings)
                 tasks.create_task(_deletion_jobs(DeletionJob(db, settings, audit, files),
                                                  settings.jobs.interval_seconds, Sessions(db)),
                                   name="deletion-jobs")
@@ -110,7 +110,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 async def _console(settings: Settings, db: Database, audit: AuditLog, deps: CallDeps,
-                   tasks: asyncio.TaskGroup, metrics: Metrics, health: Health) -> None:
+                   tasks: asyncio.TaskGroup, metrics: Metrics, health: Health,
+                   files: RecordingFiles) -> None:
     """The web console on its own address, in the service's TaskGroup; also /metrics and
     /healthz."""
     import uvicorn
@@ -135,7 +136,8 @@ async def _console(settings: Settings, db: Database, audit: AuditLog, deps: Call
         tasks.create_task(work, name=name)  # type: ignore[arg-type]
 
     console = Console(settings, db, audit, Users(db, audit), Sessions(db), deps.callbacks,
-                      templates(), dial=dial, spawn=spawn, metrics=metrics, health=health)
+                      templates(), dial=dial, spawn=spawn, metrics=metrics, health=health,
+                      files=files)
     server = uvicorn.Server(uvicorn.Config(
         create_app(console), host=str(settings.web.bind_address), port=settings.web.port,
         log_config=None, access_log=False, lifespan="off"))

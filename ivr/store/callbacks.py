@@ -164,9 +164,8 @@ class Callbacks:
     async def _refresh(self, executor: AsyncSession | AsyncConnection, callback_id: uuid.UUID,
                        caller: str) -> Inheritance:
         """Recompute what the callback inherits from every call it returns."""
-        inheritance, overloaded = await self._inherited(executor, callback_id, caller)
-        connection = executor if isinstance(executor, AsyncConnection) \
-            else await executor.connection()
+        connection = await _connection(executor)
+        inheritance, overloaded = await self._inherited(connection, callback_id, caller)
         await connection.exec_driver_sql(REFRESH_CALLBACK, {
             "id": callback_id, "record": inheritance.record,
             "notice_required": inheritance.notice_required, "overload": overloaded})
@@ -180,8 +179,7 @@ class Callbacks:
                          callback_id: uuid.UUID, caller: str) -> tuple[Inheritance, bool]:
         """What the callback inherits (rules 5, 8, 9), and whether any of its calls was
         missed while the centre was overloaded, in one query."""
-        connection = executor if isinstance(executor, AsyncConnection) \
-            else await executor.connection()
+        connection = await _connection(executor)
         rows = (await connection.exec_driver_sql(
             RETURNED_CALLS, {"callback_id": callback_id, "caller": caller})).all()
         calls = [ReturnedCall(str(r.call_id), LineKind(r.line_kind), r.decision,
@@ -306,3 +304,8 @@ class Callbacks:
                 callback.next_attempt_at = now + timedelta(minutes=retry_delay_minutes)
                 callback.outcome = outcome
             return callback.status
+
+
+async def _connection(executor: AsyncSession | AsyncConnection) -> AsyncConnection:
+    """The connection under a session (its transaction), for SQL sent as it is."""
+    return executor if isinstance(executor, AsyncConnection) else await executor.connection()

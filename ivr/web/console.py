@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from ivr.metrics.health import Health
 from ivr.metrics.in_process import Metrics
+from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
@@ -40,8 +41,14 @@ class Console:
     # /metrics and /healthz (ivr/web/monitoring.py); without them those answer 404.
     metrics: Metrics | None = None
     health: Health | None = None
+    # Where recordings are read from (the spool, then the store): the composition root's.
+    files: RecordingFiles | None = None
     progress: dict[str, list[str]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.files is None:
+            self.files = RecordingFiles.from_settings(self.settings.recordings)
 
     def local(self, moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         if moment is None:

@@ -49,7 +49,8 @@ async def audio(request: Request, recording_id: uuid.UUID, me: Trainer) -> Respo
                 or recording.expires_at <= datetime.now(UTC)):
             raise HTTPException(404, "no such recording for training")
         # Where it is now: the recording store once moved, else this node's spool.
-        files = RecordingFiles.from_settings(console.settings.recordings)
+        files = console.files
+        assert files is not None  # set by Console itself
         location = files.location(recording)
         where = parse(location)
         if isinstance(where, FileLocation) and not where.path.is_file():
