@@ -18,6 +18,7 @@ from ivr.asterisk.ari_events import StasisStart
 from ivr.asterisk.fastagi import FastAgiServer, FastAgiUnavailable
 from ivr.calls.callback import CallbackDialer
 from ivr.calls.desk_phone import desk_phone_handlers
+from ivr.calls.dialplan_notice import collect_ended, notice_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.recovery import resolve_orphans, sweep
 from ivr.calls.router import CallItems, CallRouter
@@ -80,11 +81,15 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             since = datetime.now(UTC)
             tasks.create_task(_events(deps, router, stop, since, metrics, ari_connected),
                               name="ari-events")
-            tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since), name="sweep")
+            by_dialplan = settings.dialplan.inbound_flow == "dialplan"
+            tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since, not by_dialplan),
+                              name="sweep")
+            if by_dialplan:
+                tasks.create_task(_dialplan_ends(deps), name="dialplan-ends")
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
-                                    desk_phone_handlers(deps))
+                                    desk_phone_handlers(deps) | notice_handlers(deps))
             tasks.create_task(fastagi.serve(), name="fastagi")
             files = RecordingFiles.from_settings(settings.recordings)
             if settings.web.enabled:
@@ -191,9 +196,11 @@ async def _replay_journal(records: DurableRecords, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _sweep(deps: CallDeps, interval: int, since: datetime) -> None:
+async def _sweep(deps: CallDeps, interval: int, since: datetime, ends: bool) -> None:
     """Calls an earlier instance left open are closed once their channels end; calls the
-    dialplan took while no instance ran are recorded (and returned: rule 4)."""
+    dialplan took while no instance ran are recorded (and returned: rule 4); with
+    ``ends``, so are the ends of calls the dialplan played the notice to (left from a time
+    the dialplan did, see ``_dialplan_ends``)."""
     while True:
         await asyncio.sleep(interval)
         try:
@@ -204,6 +211,23 @@ async def _sweep(deps: CallDeps, interval: int, since: datetime) -> None:
             await collect_unattended(deps)
         except Exception as exc:
             log.warning("calls taken while no instance ran not read yet: %s", exc)
+        if ends:
+            await _collect_ends(deps)
+
+
+async def _dialplan_ends(deps: CallDeps, interval: float = 1.0) -> None:
+    """The ends of calls the dialplan played the notice to: closed within seconds, and
+    returned when nobody answered (rule 4)."""
+    while True:
+        await asyncio.sleep(interval)
+        await _collect_ends(deps)
+
+
+async def _collect_ends(deps: CallDeps) -> None:
+    try:
+        await collect_ended(deps)
+    except Exception as exc:
+        log.warning("ends of calls the dialplan took not read yet: %s", exc)
 
 
 async def _events(deps: CallDeps, router: CallRouter, stop: asyncio.Event,

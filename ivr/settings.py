@@ -278,8 +278,13 @@ class JobsSettings(Section):
 
 
 class DialplanSettings(Section):
-    """Dialplan contexts the service hands calls to."""
+    """Dialplan contexts the service hands calls to, and who plays the inbound notice:
+    ``ari`` (the service, over ARI: every playback and digit is an event it follows) or
+    ``dialplan`` (the dialplan plays the notice and collects the digit, then asks the
+    service over FastAGI to store the decision before any recording; the PBX's capacity
+    for the flow is nearly the dialplan's own, see README "Capacity")."""
 
+    inbound_flow: Literal["ari", "dialplan"] = "ari"
     queue_context: str = Field(default="ivr-queues", pattern=_CONTEXT)
     unconfigured_context: str = Field(default="ivr-unconfigured", pattern=_CONTEXT)
     queue_max_wait: int = Field(default=300, ge=1, le=3600)

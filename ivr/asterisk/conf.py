@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ivr.asterisk.notice_dialplan import context_name, notices_dialplan
+from ivr.notices.catalogue import Catalogue, load_catalogue
 from ivr.policy.numbers import dialled_forms
 from ivr.settings import Settings
 
 PLACEHOLDER = re.compile(r"@@([a-z0-9_]+)@@")
 NUMBERS_FILE = "extensions_numbers.conf"
+NOTICES_FILE = "extensions_notices.conf"
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "asterisk-conf"
 
 
@@ -54,6 +57,7 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "customer_ring_seconds": str(settings.callbacks.customer_ring_seconds),
         "sound_prefix": settings.prompts.sound_prefix,
         "answer_timeout": f"{settings.consent.answer_timeout:g}",
+        "question_repeats": str(settings.consent.question_repeats),
     }
 
 
@@ -66,16 +70,24 @@ def fill(text: str, values: Mapping[str, str], where: str) -> str:
 
 
 def numbers_dialplan(settings: Settings) -> str:
-    """``[ivr-numbers]``: every form of every configured number enters the application.
-    When the application is not running (the service restarts), Stasis fails at once and
-    the caller goes to the line's queue unrecorded (``[ivr-unavailable]``), with the number
-    dialled kept for the note the dialplan leaves when the call ends."""
+    """``[ivr-numbers]``: every form of every configured number enters the application
+    (``inbound_flow = "ari"``) or the dialplan's own notice (``"dialplan"``, the contexts
+    of ``NOTICES_FILE``). When the application is not running (the
+    service restarts), Stasis fails at once and the caller goes to the line's queue
+    unrecorded (``[ivr-unavailable]``), with the number dialled kept for the note the
+    dialplan leaves when the call ends."""
     lines = ["; Generated from the settings by `ivr asterisk-conf render`. Do not edit.",
              "[ivr-numbers]"]
+    by_dialplan = settings.dialplan.inbound_flow == "dialplan"
     for line in settings.lines:
         for e164 in line.numbers:
             lines.append(f"; {line.name} ({line.kind}) {e164}")
             for form in dialled_forms(e164):
+                if by_dialplan:
+                    lines.append(f"exten => {form},1,Set(IVR_DIALLED=${{EXTEN}})")
+                    lines.append(f" same => n,Set(IVR_QUEUE={line.queue})")
+                    lines.append(f" same => n,Goto({context_name(line.notice)},s,1)")
+                    continue
                 lines.append(f"exten => {form},1,Stasis({settings.ari.app})")
                 lines.append(' same => n,GotoIf($["${STASISSTATUS}" = "FAILED"]'
                              "?unavailable)")
@@ -92,6 +104,7 @@ def render(
     extra: Mapping[str, str] | None = None,
     source: Path = DEFAULT_SOURCE,
     also: tuple[Path, ...] = (),
+    catalogue: Catalogue | None = None,
 ) -> list[Path]:
     """Write the rendered configuration into ``out`` (files 0640). Returns the files.
     ``also``: more directories of files to render (the benchmark's baseline)."""
@@ -107,6 +120,8 @@ def render(
         for path in sorted(directory.glob("*.conf")):
             texts[path.name] = fill(path.read_text(), values, str(path))
     texts[NUMBERS_FILE] = numbers_dialplan(settings)
+    texts[NOTICES_FILE] = fill(notices_dialplan(catalogue or load_catalogue()), values,
+                               NOTICES_FILE)
     for name, text in texts.items():
         target = out / name
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

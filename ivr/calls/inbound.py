@@ -102,6 +102,19 @@ def plan_recording(settings: Settings, call_id: uuid.UUID, basis: str) -> Planne
                             expires_at(local, months))
 
 
+def prompts_played(manifest: Manifest, receipt: cmd.Receipt) -> list[dict[str, Any]]:
+    """Rule 3: each segment played, with the version and hash of its audio, and when."""
+    played = []
+    for segment in receipt.played:
+        built = manifest.segment(segment.segment_id)
+        played.append({
+            "id": built.id, "version": built.version, "sha256": built.sha256,
+            "started_at": segment.started_at.isoformat() if segment.started_at else None,
+            "ended_at": segment.ended_at.isoformat() if segment.ended_at else None,
+        })
+    return played
+
+
 class InboundCallRunner:
     def __init__(self, deps: CallDeps, start: StasisStart,
                  items: asyncio.Queue[CallItem]) -> None:
@@ -371,8 +384,8 @@ class InboundCallRunner:
             self.recording_file = planned.file_name
         try:
             await self.deps.records.store_decision(
-                self.call_uuid, self.line.kind.value, receipt, self.prompts_played(receipt),
-                planned)
+                self.call_uuid, self.line.kind.value, receipt,
+                prompts_played(self.deps.manifest, receipt), planned)
         except Exception as exc:
             log.exception("decision not stored: nothing will be recorded", extra=self.log_extra)
             self.recording_file = None
@@ -380,17 +393,6 @@ class InboundCallRunner:
         log.info("decision stored", extra={**self.log_extra, "decision": receipt.decision.value,
                                            "digit": receipt.digit, "record": receipt.record})
         return ev.DecisionStored(now())
-
-    def prompts_played(self, receipt: cmd.Receipt) -> list[dict[str, Any]]:
-        played = []
-        for segment in receipt.played:
-            built = self.deps.manifest.segment(segment.segment_id)
-            played.append({
-                "id": built.id, "version": built.version, "sha256": built.sha256,
-                "started_at": segment.started_at.isoformat() if segment.started_at else None,
-                "ended_at": segment.ended_at.isoformat() if segment.ended_at else None,
-            })
-        return played
 
     async def start_recording(self, call: InboundCall) -> ev.FlowEvent:
         assert self.recording_file is not None

@@ -18,36 +18,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qsl
 
-from ivr.asterisk.ari_events import Channel
+from ivr.calls import notes
 from ivr.calls.caller import describe_caller, printable
 from ivr.calls.inbound import CallDeps, opened_call
+from ivr.calls.notes import NoteError, channel_of, instant
 from ivr.store.callbacks import Missed
 from ivr.store.receipts import ClosedCall
 
 log = logging.getLogger(__name__)
 
+__all__ = ["NoteError", "collect_unattended", "parse_note", "read_notes"]
+
 NOTE_SUFFIX = ".call"
-MAX_NOTE_BYTES = 4096
-SETTLE_SECONDS = 2.0
 FIELDS = ("v", "channel", "entered", "ended", "dialled", "caller", "agent", "queue_status")
 END_REASON = "service_unavailable"
 # Ids of the calls recorded from notes: the same note always gives the same call.
 NOTES = uuid.UUID("5a1f6d0e-2b7c-4c1e-9a47-6e0f3d8b2c11")
-_CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_QUEUE_STATUS = re.compile(r"^[A-Z]{0,20}$")
-# Epoch seconds a note may carry: from 2020 until 2100.
-_EARLIEST, _LATEST = 1_577_836_800.0, 4_102_444_800.0
-
-
-class NoteError(ValueError):
-    """A note that is not what the dialplan writes."""
+QUEUE_STATUS = re.compile(r"^[A-Z]{0,20}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,53 +57,32 @@ class UnattendedCall:
         return "timeout" if self.queue_status == "TIMEOUT" else "abandoned"
 
 
-def _instant(value: str, name: str) -> datetime:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise NoteError(f"{name} is not a time: {value[:40]!r}") from None
-    if not _EARLIEST <= seconds <= _LATEST:
-        raise NoteError(f"{name} is out of range: {value[:40]!r}")
-    return datetime.fromtimestamp(seconds, UTC)
+def queue_status(value: str) -> str:
+    if not QUEUE_STATUS.match(value):
+        raise NoteError(f"queue status {value[:40]!r} is not one")
+    return value
 
 
 def parse_note(text: str) -> UnattendedCall:
     """One note, as ``[ivr-unattended-end]`` writes it: a single line of URL-encoded
     fields, each once, version 1."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) != 1:
-        raise NoteError(f"a note is one line, not {len(lines)}")
-    try:
-        pairs = parse_qsl(lines[0], keep_blank_values=True, strict_parsing=True,
-                          max_num_fields=len(FIELDS))
-    except ValueError as exc:
-        raise NoteError(f"not URL-encoded fields: {exc}") from None
-    fields = dict(pairs)
-    if len(fields) != len(pairs) or set(fields) != set(FIELDS):
-        raise NoteError(f"fields {sorted(k[:20] for k, _ in pairs)} are not {sorted(FIELDS)}")
-    if fields["v"] != "1":
-        raise NoteError(f"version {fields['v'][:10]!r} is not 1")
-    if not _CHANNEL.match(fields["channel"]):
-        raise NoteError(f"channel {fields['channel'][:40]!r} is not a channel id")
-    if not _QUEUE_STATUS.match(fields["queue_status"]):
-        raise NoteError(f"queue status {fields['queue_status'][:40]!r} is not one")
-    entered = _instant(fields["entered"], "entered")
-    ended = _instant(fields["ended"], "ended")
+    fields = notes.fields_of(text, FIELDS)
+    entered = instant(fields["entered"], "entered")
+    ended = instant(fields["ended"], "ended")
     if ended < entered:
         raise NoteError("the call ended before it entered")
     return UnattendedCall(
-        channel_id=fields["channel"], entered_at=entered, ended_at=ended,
+        channel_id=notes.channel_id(fields["channel"]), entered_at=entered, ended_at=ended,
         dialled=fields["dialled"][:64], caller=fields["caller"][:1024],
-        agent=printable(fields["agent"], 128) or None, queue_status=fields["queue_status"])
+        agent=printable(fields["agent"], 128) or None,
+        queue_status=queue_status(fields["queue_status"]))
 
 
 async def record_unattended(deps: CallDeps, call: UnattendedCall) -> None:
     """The call's record, closed, with no decision; its missed call if nobody answered."""
     settings = deps.settings
     call_id = uuid.uuid5(NOTES, f"{settings.node}/{call.channel_id}")
-    channel = Channel(id=call.channel_id, name="", state="", caller_number=call.caller,
-                      caller_name="", context="", exten=call.dialled,
-                      linkedid=call.channel_id, variables=(), app_name="", app_data="")
+    channel = channel_of(call.channel_id, call.caller, call.dialled)
     opened, line = opened_call(settings, call_id, channel, call.entered_at)
     await deps.records.open(opened)
     await deps.records.close(call_id, ClosedCall(
@@ -149,35 +120,5 @@ async def collect_unattended(deps: CallDeps) -> int:
 
 
 def read_notes(directory: Path, now: float | None = None) -> list[tuple[Path, UnattendedCall]]:
-    """The notes in ``directory``, oldest name first; unreadable ones moved aside. A note
-    written in the last seconds is left for the next run (Asterisk may still be writing)."""
-    notes = []
-    settled = (time.time() if now is None else now) - SETTLE_SECONDS
-    for path in sorted(directory.glob(f"*{NOTE_SUFFIX}")):
-        try:
-            if path.stat().st_mtime > settled:
-                continue
-            with path.open("rb") as note:
-                raw = note.read(MAX_NOTE_BYTES + 1)
-        except OSError as exc:  # e.g. the directory's group is wrong: left, not lost
-            log.error("note of a call taken while no instance ran cannot be read: %s",
-                      exc, extra={"file": path.name})
-            continue
-        try:
-            if len(raw) > MAX_NOTE_BYTES:
-                raise NoteError(f"larger than {MAX_NOTE_BYTES} bytes")
-            notes.append((path, parse_note(raw.decode("utf-8", errors="replace"))))
-        except NoteError as exc:
-            log.error("note of a call taken while no instance ran is not one; moved to "
-                      "rejected/: %s", exc, extra={"file": path.name})
-            _reject(path)
-    return notes
-
-
-def _reject(path: Path) -> None:
-    rejected = path.parent / "rejected"
-    try:
-        rejected.mkdir(mode=0o750, exist_ok=True)
-        path.replace(rejected / path.name)
-    except OSError as exc:
-        log.error("could not move the note aside: %s", exc, extra={"file": path.name})
+    """The notes of calls taken while no instance ran (``notes.read_notes``)."""
+    return notes.read_notes(directory, NOTE_SUFFIX, parse_note, now)

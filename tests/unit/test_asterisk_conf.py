@@ -13,6 +13,7 @@ import pytest
 
 from ivr.asterisk.conf import (
     DEFAULT_SOURCE,
+    NOTICES_FILE,
     NUMBERS_FILE,
     PLACEHOLDER,
     ConfigError,
@@ -63,7 +64,7 @@ def rendered(tmp_path: Path, test_settings: Settings) -> dict[str, Path]:
 
 def test_every_source_and_site_file_is_rendered(rendered: dict[str, Path]) -> None:
     expected = {p.name for p in DEFAULT_SOURCE.glob("*.conf")} | {
-        p.name for p in SITE.glob("*.conf")} | {NUMBERS_FILE}
+        p.name for p in SITE.glob("*.conf")} | {NUMBERS_FILE, NOTICES_FILE}
     assert set(rendered) == expected
     assert all(path.is_file() for path in rendered.values())
 

@@ -1,0 +1,127 @@
+"""The dialplan that plays the notices itself (``[dialplan] inbound_flow = "dialplan"``),
+generated from the notice catalogue so that it plays exactly the segments the service
+expects, in order (``ivr/flow/dialplan_notice.py`` decides from its report).
+
+``[ivr-notice-<name>]``, entered at ``s`` with ``IVR_DIALLED`` and ``IVR_QUEUE`` set:
+
+- answers, and pushes the hangup handler ``[ivr-notice-end]`` that notes the call's end;
+- plays each segment, noting in ``IVR_PLAYED`` when it started and ended
+  (``id@start@end~``). Segments before the question ignore digits (Playback); from the
+  question on, a 1 or a 2 stops the notice (Background with ``m``: other digits do not);
+- waits for the answer; on silence or another digit asks the question again, as often as
+  ``consent.question_repeats`` says;
+- asks the service (FastAGI ``notice-decision``) to store the decision, and starts
+  MixMonitor only into the file the service names (``IVR_RECORD``, ``no`` until then);
+- hands the call to its queue.
+
+A segment that fails to play ends the notice there: the report shows it never ended, and
+the service decides accordingly (not told: no recording).
+"""
+
+from __future__ import annotations
+
+from ivr.notices.catalogue import Catalogue
+
+NOW = "${STRFTIME(,UTC,%s.%3q)}"
+END_CONTEXT = "ivr-notice-end"
+SCRIPT = "notice-decision"
+DIGIT_EXTENSIONS = "_[12]"
+
+
+def context_name(notice: str) -> str:
+    return f"ivr-notice-{notice}"
+
+
+def _segment(segment_id: str, answerable: bool) -> list[str]:
+    """One segment: noted as started, played, noted as ended (or the notice stops)."""
+    if answerable:
+        play, status = f"Background(@@sound_prefix@@/{segment_id},m)", "BACKGROUNDSTATUS"
+    else:
+        play, status = f"Playback(@@sound_prefix@@/{segment_id})", "PLAYBACKSTATUS"
+    return [
+        f" same => n,Set(IVR_SEG={segment_id})",
+        f" same => n,Set(IVR_SEG_START={NOW})",
+        f" same => n,{play}",
+        f' same => n,GotoIf($["${{{status}}}" != "SUCCESS"]?decide,1)',
+        f" same => n,Set(IVR_PLAYED=${{IVR_PLAYED}}{segment_id}@${{IVR_SEG_START}}@{NOW}~)",
+        " same => n,Set(IVR_SEG=)",
+    ]
+
+
+def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
+    segments = [catalogue.by_id(s) for s in catalogue.notice[notice].segments]
+    question = next((s.id for s in segments if s.question), None)
+    lines = [
+        f"[{context_name(notice)}]",
+        "exten => s,1,Answer()",
+        f" same => n,Set(IVR_ENTERED={NOW})",
+        f" same => n,Set(CHANNEL(hangup_handler_push)={END_CONTEXT},s,1)",
+        " same => n,Set(IVR_RECORD=no)",
+        " same => n,Set(IVR_ASKED=0)",
+    ]
+    asked = False
+    for segment in segments:
+        asked = asked or segment.question
+        lines += _segment(segment.id, asked)
+    lines.append(f" same => n,Set(IVR_NOTICE_END={NOW})")
+    if question is None:
+        lines.append(" same => n,Goto(decide,1)")
+    else:
+        lines += [
+            " same => n,WaitExten(@@answer_timeout@@)",
+            "; the answer: a 1 or a 2, during the question or after the notice",
+            f"exten => {DIGIT_EXTENSIONS},1,Set(IVR_DIGIT_AT={NOW})",
+            " same => n,Set(IVR_DIGIT=${EXTEN})",
+            ' same => n,ExecIf($["${IVR_SEG}" != ""]?Set(IVR_PLAYED=${IVR_PLAYED}'
+            "${IVR_SEG}@${IVR_SEG_START}@${IVR_DIGIT_AT}~))",
+            " same => n,Set(IVR_SEG=)",
+            ' same => n,ExecIf($["${IVR_NOTICE_END}" = ""]?Set(IVR_NOTICE_END='
+            "${IVR_DIGIT_AT}))",
+            " same => n,Goto(decide,1)",
+            "; silence or another digit: the question again, as often as the settings say",
+            "exten => t,1,GotoIf($[${IVR_ASKED} >= @@question_repeats@@]?decide,1)",
+            " same => n,Set(IVR_ASKED=$[${IVR_ASKED} + 1])",
+            *_segment(question, True),
+            " same => n,WaitExten(@@answer_timeout@@)",
+            "exten => i,1,Goto(t,1)",
+        ]
+    lines += [
+        "; the service stores the decision first; it names the file only if it allows one",
+        f"exten => decide,1,AGI(agi://@@fastagi@@/{SCRIPT},v=1&entered=${{IVR_ENTERED}}"
+        "&dialled=${URIENCODE(${IVR_DIALLED})}&caller=${URIENCODE(${CALLERID(num)})}"
+        "&played=${IVR_PLAYED}&digit=${IVR_DIGIT}&digit_at=${IVR_DIGIT_AT}"
+        "&notice_end=${IVR_NOTICE_END})",
+        ' same => n,GotoIf($["${IVR_RECORD}" = "no"]?queue)',
+        " same => n,MixMonitor(@@recordings_dir@@/${IVR_RECORD},i(IVR_MIXMONITOR_ID))",
+        f" same => n,Set(IVR_RECORDING_AT={NOW})",
+        ' same => n(queue),Set(IVR_RECORDED=${IF($["${IVR_RECORDING_AT}" = ""]?no:yes)})',
+        " same => n,Set(IVR_QUEUED=1)",
+        " same => n,Goto(@@queue_context@@,${IVR_QUEUE},1)",
+    ]
+    return lines
+
+
+def end_context() -> list[str]:
+    """The hangup handler: one note a call, read by the service (ivr/calls/dialplan_notice)."""
+    return [
+        f"[{END_CONTEXT}]",
+        'exten => s,1,ExecIf($["${IVR_SEG}" != ""]?Set(IVR_PLAYED=${IVR_PLAYED}'
+        "${IVR_SEG}@${IVR_SEG_START}@~))",
+        " same => n,Set(FILE(@@unattended_dir@@/${UNIQUEID}.notice,,,a)=v=1"
+        "&channel=${URIENCODE(${UNIQUEID})}&entered=${IVR_ENTERED}"
+        f"&ended={NOW}&dialled=${{URIENCODE(${{IVR_DIALLED}})}}"
+        "&caller=${URIENCODE(${CALLERID(num)})}&played=${IVR_PLAYED}&digit=${IVR_DIGIT}"
+        "&digit_at=${IVR_DIGIT_AT}&notice_end=${IVR_NOTICE_END}&decision=${IVR_DECISION}"
+        "&recording=${IVR_RECORD}&recording_at=${IVR_RECORDING_AT}"
+        "&mixmonitor=${URIENCODE(${IVR_MIXMONITOR_ID})}&agent=${URIENCODE(${MEMBERNAME})}"
+        "&queue_status=${QUEUESTATUS}&queued=${IVR_QUEUED}&cause=${HANGUPCAUSE})",
+        " same => n,Return()",
+    ]
+
+
+def notices_dialplan(catalogue: Catalogue) -> str:
+    lines = ["; Generated from the notice catalogue by `ivr asterisk-conf render`. Do not edit.",
+             "; The notices the dialplan plays itself (inbound_flow = dialplan)."]
+    for notice in catalogue.notice:
+        lines += [*notice_context(catalogue, notice), ""]
+    return "\n".join([*lines, *end_context()]) + "\n"

@@ -1,0 +1,286 @@
+"""The inbound call when the dialplan plays the notice (``[dialplan] inbound_flow =
+"dialplan"``): two inputs, one module.
+
+1. **The decision** (FastAGI ``notice-decision``). When the notice is over and the caller
+   has answered (or not), ``[ivr-notice-<name>]`` reports what was played and pressed. The
+   service decides (``ivr/flow/dialplan_notice.py``), opens the call's record and commits
+   the decision with the recording it allows, and only then tells the dialplan the file
+   to record into (``IVR_RECORD``; ``no`` unless told otherwise, so nothing is recorded
+   when the service is away, slow or in doubt) and the decision (``IVR_DECISION``).
+2. **The end** (a note ``<channel>.notice`` in ``unattended.asterisk_dir``, written by the
+   hangup handler ``[ivr-notice-end]``). The call's record is closed with when it ended,
+   whether and when MixMonitor started and who answered; a caller who left during the
+   notice, or whose decision the service never took, gets the decision the report allows
+   (stored, never recorded); nobody answered: the missed call (rule 4).
+
+Both are idempotent: the call's id comes from the node and the channel, so a report
+handled twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ivr.asterisk.agi import AgiRequest
+from ivr.asterisk.fastagi import AgiSession, Handler
+from ivr.calls import notes
+from ivr.calls.caller import describe_caller, printable
+from ivr.calls.inbound import CallDeps, now, opened_call, plan_recording, prompts_played
+from ivr.calls.notes import NoteError, instant, optional_instant
+from ivr.calls.unattended import queue_status
+from ivr.flow.commands import Decision, PlayedSegment, Receipt
+from ivr.flow.dialplan_notice import Heard, receipt
+from ivr.flow.inbound import Segment
+from ivr.metrics.in_process import Step
+from ivr.policy.lines import LineRef
+from ivr.store.callbacks import Missed
+from ivr.store.receipts import ClosedCall, OpenedCall
+
+log = logging.getLogger(__name__)
+
+SCRIPT = "notice-decision"
+NOTE_SUFFIX = ".notice"
+# Ids of the calls the dialplan plays the notice to: the same channel, the same call.
+DIALPLAN_CALLS = uuid.UUID("0b6f3f5e-8c2d-4f7a-b1e9-3d5a7c9e2f41")
+HEARD_FIELDS = ("v", "entered", "dialled", "caller", "played", "digit", "digit_at",
+                "notice_end")
+END_FIELDS = (*HEARD_FIELDS, "channel", "ended", "decision", "recording", "recording_at",
+              "mixmonitor", "agent", "queue_status", "queued", "cause")
+MAX_PLAYED = 16
+_PLAYED = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})@([0-9.]{1,20})@([0-9.]{0,20})$")
+_DIGIT = re.compile(r"^[0-9*#]?$")
+_FILE = re.compile(r"^[0-9a-f-]{36}\.[a-z0-9]{1,8}$")
+_MIXMONITOR = re.compile(r"^[A-Za-z0-9/._-]{0,128}$")
+_CAUSE = re.compile(r"^[0-9]{0,3}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What the dialplan reports when the notice is over."""
+
+    entered_at: datetime
+    dialled: str  # as dialled (raw)
+    caller: str  # as the caller ID arrived (raw, printable)
+    heard: Heard
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """What the hangup handler notes when the call ends."""
+
+    channel_id: str
+    report: Report
+    ended_at: datetime
+    decision: Decision | None  # what the service told the dialplan, if it did
+    recording: str | None  # the file MixMonitor records into, if it started
+    recording_at: datetime | None
+    mixmonitor_id: str | None
+    agent: str | None
+    queue_status: str
+    queued: bool  # the caller reached the queue
+    cause: str  # HANGUPCAUSE
+
+
+def _played(value: str) -> tuple[PlayedSegment, ...]:
+    items = [item for item in value.split("~") if item]
+    if len(items) > MAX_PLAYED:
+        raise NoteError(f"more than {MAX_PLAYED} segments played")
+    played = []
+    for item in items:
+        match = _PLAYED.match(item)
+        if match is None:
+            raise NoteError(f"not a played segment: {item[:60]!r}")
+        played.append(PlayedSegment(match.group(1), instant(match.group(2), "segment start"),
+                                    optional_instant(match.group(3), "segment end")))
+    return tuple(played)
+
+
+def _report(fields: dict[str, str]) -> Report:
+    if not _DIGIT.match(fields["digit"]):
+        raise NoteError(f"digit {fields['digit'][:10]!r} is not one")
+    heard = Heard(played=_played(fields["played"]), digit=fields["digit"] or None,
+                  digit_at=optional_instant(fields["digit_at"], "digit_at"),
+                  notice_ended_at=optional_instant(fields["notice_end"], "notice_end"))
+    return Report(entered_at=instant(fields["entered"], "entered"),
+                  dialled=fields["dialled"][:64], caller=fields["caller"][:1024], heard=heard)
+
+
+def parse_report(text: str) -> Report:
+    """The FastAGI argument of ``notice-decision``."""
+    return _report(notes.fields_of(text, HEARD_FIELDS))
+
+
+def parse_end(text: str) -> Ended:
+    """A note of ``[ivr-notice-end]``."""
+    fields = notes.fields_of(text, END_FIELDS)
+    report = _report(fields)
+    ended = instant(fields["ended"], "ended")
+    if ended < report.entered_at:
+        raise NoteError("the call ended before it entered")
+    try:
+        decision = Decision(fields["decision"]) if fields["decision"] else None
+    except ValueError:
+        raise NoteError(f"decision {fields['decision'][:20]!r} is not one") from None
+    recording = fields["recording"] if fields["recording"] not in ("", "no") else None
+    if recording is not None and not _FILE.match(recording):
+        raise NoteError(f"recording {recording[:60]!r} is not a file the service names")
+    if not _MIXMONITOR.match(fields["mixmonitor"]):
+        raise NoteError(f"MixMonitor id {fields['mixmonitor'][:40]!r} is not one")
+    if fields["queued"] not in ("", "1"):
+        raise NoteError(f"queued {fields['queued'][:10]!r} is not 1 or empty")
+    if not _CAUSE.match(fields["cause"]):
+        raise NoteError(f"hangup cause {fields['cause'][:10]!r} is not one")
+    return Ended(
+        channel_id=notes.channel_id(fields["channel"]), report=report, ended_at=ended,
+        decision=decision, recording=recording,
+        recording_at=optional_instant(fields["recording_at"], "recording_at"),
+        mixmonitor_id=fields["mixmonitor"] or None,
+        agent=printable(fields["agent"], 128) or None,
+        queue_status=queue_status(fields["queue_status"]), queued=fields["queued"] == "1",
+        cause=fields["cause"])
+
+
+# the decision ----------------------------------------------------------------------------
+def _call(deps: CallDeps, channel_id: str, report: Report) -> tuple[OpenedCall,
+                                                                     LineRef | None]:
+    call_id = uuid.uuid5(DIALPLAN_CALLS, f"{deps.settings.node}/{channel_id}")
+    return opened_call(deps.settings, call_id,
+                       notes.channel_of(channel_id, report.caller, report.dialled),
+                       report.entered_at)
+
+
+def _receipt(deps: CallDeps, line: LineRef, report: Report, at: datetime,
+             call_over: bool) -> Receipt | None:
+    notice = [Segment(s.id, s.question) for s in deps.manifest.notice_segments(line.notice)]
+    return receipt(line.kind, notice, report.heard, at, call_over)
+
+
+async def decide(deps: CallDeps, channel_id: str, argument: str
+                 ) -> tuple[Decision, str | None] | None:
+    """Store the decision the report allows; the decision and the file to record into,
+    or ``None`` when nothing was stored (nothing is recorded then)."""
+    extra = {"call": channel_id}
+    try:
+        report = parse_report(argument)
+        notes.channel_id(channel_id)
+    except NoteError as exc:
+        log.error("the dialplan's report is not one: nothing recorded: %s", exc, extra=extra)
+        return None
+    opened, line = _call(deps, channel_id, report)
+    extra["call_id"] = str(opened.id)
+    if line is None:
+        log.error("the dialplan played a notice for a number on no line: nothing recorded",
+                  extra={**extra, "dialled": opened.dialled})
+        return None
+    decided = _receipt(deps, line, report, now(), call_over=False)
+    planned = None
+    if decided is not None and decided.record:
+        planned = plan_recording(deps.settings, opened.id, decided.decision.value)
+    try:
+        await deps.records.open(opened)
+        if decided is None:
+            return None  # a sales caller who was not told: no decision, no recording
+        await deps.records.store_decision(opened.id, line.kind.value, decided,
+                                          prompts_played(deps.manifest, decided), planned)
+    except Exception:
+        log.exception("decision not stored: nothing will be recorded", extra=extra)
+        return None
+    log.info("decision stored", extra={**extra, "decision": decided.decision.value,
+                                       "digit": decided.digit, "record": decided.record})
+    return decided.decision, planned.file_name if planned else None
+
+
+def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
+    async def decision(request: AgiRequest, agi: AgiSession) -> None:
+        decided = await decide(deps, request.get("uniqueid") or "",
+                               request.get("arg_1") or "")
+        if decided is None:
+            return
+        await agi.set("IVR_DECISION", decided[0].value)
+        if decided[1] is not None:
+            await agi.set("IVR_RECORD", decided[1])
+
+    return {SCRIPT: decision}
+
+
+# the end ---------------------------------------------------------------------------------
+async def record_end(deps: CallDeps, call: Ended) -> None:
+    """Close the call's record with what the note says (see the module's text)."""
+    opened, line = _call(deps, call.channel_id, call.report)
+    records = deps.records
+    await records.open(opened)
+    file_name = f"{opened.id}.{deps.settings.recordings.format}"
+    if line is not None and call.decision is None:
+        late = _receipt(deps, line, call.report, call.ended_at, call_over=True)
+        if late is not None:
+            await records.store_decision(opened.id, line.kind.value, late,
+                                         prompts_played(deps.manifest, late), None)
+    started = call.recording is not None and call.recording_at is not None
+    if started:
+        assert call.recording is not None and call.recording_at is not None
+        await records.recording_started(call.recording, call.mixmonitor_id or "dialplan",
+                                        call.recording_at)
+        observe_recording_start(deps, call)
+    elif call.decision is None or call.decision.records:
+        # A decision that allowed a recording the dialplan never started (the answer to
+        # the dialplan was lost, the caller left first): the row says so.
+        await records.recording_not_started(file_name, call.ended_at)
+    await records.close(opened.id, ClosedCall(
+        answered_at=call.report.entered_at, ended_at=call.ended_at,
+        end_reason=f"ended in the dialplan (cause {call.cause or 'unknown'})",
+        notice_completed=None if line is None else _told(deps, line, call),
+        agent_answered=call.agent is not None, agent=call.agent, state="ended"),
+        call.recording if started else None)
+    if line is None or call.agent is not None:
+        return
+    reason = ("ivr_hangup" if not call.queued else
+              "timeout" if call.queue_status == "TIMEOUT" else "abandoned")
+    caller = describe_caller(call.report.caller, deps.settings.region)
+    await records.record_missed(Missed(
+        call_id=opened.id, caller=caller.e164, caller_withheld=caller.withheld,
+        reason=reason, overloaded=False, missed_at=call.ended_at))
+
+
+def _told(deps: CallDeps, line: LineRef, call: Ended) -> bool:
+    decided = _receipt(deps, line, call.report, call.ended_at, call_over=True)
+    return decided is not None and decided.notice_ended_at is not None
+
+
+def observe_recording_start(deps: CallDeps, call: Ended) -> None:
+    """As the ARI flow does: from the digit when it came after the notice, else from the
+    notice's end, to MixMonitor's start (both the dialplan's clock)."""
+    heard, started = call.report.heard, call.recording_at
+    if started is None or heard.notice_ended_at is None:
+        return
+    if heard.digit_at is not None and heard.digit_at > heard.notice_ended_at:
+        step, since = Step.DIGIT_TO_RECORDING, heard.digit_at
+    else:
+        step, since = Step.NOTICE_END_TO_RECORDING, heard.notice_ended_at
+    waited = (started - since).total_seconds()
+    if waited >= 0:
+        deps.metrics.observe_step(step, waited)
+
+
+async def collect_ended(deps: CallDeps) -> int:
+    """Record every end note in ``unattended.local_dir`` and remove it; one that is not a
+    note goes to ``rejected/``; one that cannot be recorded now stays for the next sweep.
+    Returns how many calls were closed."""
+    closed = 0
+    directory = Path(deps.settings.unattended.local_dir)
+    for path, call in await asyncio.to_thread(notes.read_notes, directory, NOTE_SUFFIX,
+                                              parse_end):
+        try:
+            await record_end(deps, call)  # PostgreSQL away: the outage journal
+        except Exception:
+            log.exception("could not close the call of a note; tried again later",
+                          extra={"file": path.name})
+            continue
+        await asyncio.to_thread(path.unlink, True)
+        closed += 1
+    return closed

@@ -1,0 +1,115 @@
+"""Notes the dialplan leaves for the service: one line of URL-encoded fields, each once,
+written by ``Set(FILE(...))`` into a file of its own when a call ends (or passed as a
+FastAGI argument). Parsed strictly: a note that is not what the dialplan writes is an
+error naming what is wrong, never guessed at. Files that are not notes are moved to
+``rejected/``; one that cannot be read now stays for the next sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qsl
+
+from ivr.asterisk.ari_events import Channel
+
+log = logging.getLogger(__name__)
+
+MAX_NOTE_BYTES = 4096
+SETTLE_SECONDS = 2.0
+CHANNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Epoch seconds a note may carry: from 2020 until 2100.
+_EARLIEST, _LATEST = 1_577_836_800.0, 4_102_444_800.0
+
+T = TypeVar("T")
+
+
+class NoteError(ValueError):
+    """A note that is not what the dialplan writes."""
+
+
+def fields_of(text: str, names: tuple[str, ...], version: str = "1") -> dict[str, str]:
+    """The fields of a one-line note: exactly ``names``, each once, version ``version``."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise NoteError(f"a note is one line, not {len(lines)}")
+    try:
+        pairs = parse_qsl(lines[0], keep_blank_values=True, strict_parsing=True,
+                          max_num_fields=len(names))
+    except ValueError as exc:
+        raise NoteError(f"not URL-encoded fields: {exc}") from None
+    fields = dict(pairs)
+    if len(fields) != len(pairs) or set(fields) != set(names):
+        raise NoteError(f"fields {sorted(k[:20] for k, _ in pairs)} are not {sorted(names)}")
+    if fields["v"] != version:
+        raise NoteError(f"version {fields['v'][:10]!r} is not {version}")
+    return fields
+
+
+def instant(value: str, name: str) -> datetime:
+    """Epoch seconds as the dialplan writes them (``STRFTIME(,UTC,%s.%3q)``)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise NoteError(f"{name} is not a time: {value[:40]!r}") from None
+    if not _EARLIEST <= seconds <= _LATEST:
+        raise NoteError(f"{name} is out of range: {value[:40]!r}")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def optional_instant(value: str, name: str) -> datetime | None:
+    return instant(value, name) if value else None
+
+
+def channel_id(value: str) -> str:
+    if not CHANNEL_ID.match(value):
+        raise NoteError(f"channel {value[:40]!r} is not a channel id")
+    return value
+
+
+def channel_of(channel: str, caller: str, dialled: str) -> Channel:
+    """The channel as far as a note tells it, for the code that opens a call's record."""
+    return Channel(id=channel, name="", state="", caller_number=caller, caller_name="",
+                   context="", exten=dialled, linkedid=channel, variables=(), app_name="",
+                   app_data="")
+
+
+def read_notes(directory: Path, suffix: str, parse: Callable[[str], T],
+               now: float | None = None) -> list[tuple[Path, T]]:
+    """The notes ending in ``suffix`` in ``directory``, oldest name first; ones that are not
+    notes moved aside. A note written in the last seconds is left for the next run
+    (Asterisk may still be writing it)."""
+    notes = []
+    settled = (time.time() if now is None else now) - SETTLE_SECONDS
+    for path in sorted(directory.glob(f"*{suffix}")):
+        try:
+            if path.stat().st_mtime > settled:
+                continue
+            with path.open("rb") as note:
+                raw = note.read(MAX_NOTE_BYTES + 1)
+        except OSError as exc:  # e.g. the directory's group is wrong: left, not lost
+            log.error("a call's note cannot be read: %s", exc, extra={"file": path.name})
+            continue
+        try:
+            if len(raw) > MAX_NOTE_BYTES:
+                raise NoteError(f"larger than {MAX_NOTE_BYTES} bytes")
+            notes.append((path, parse(raw.decode("utf-8", errors="replace"))))
+        except NoteError as exc:
+            log.error("a call's note is not one; moved to rejected/: %s", exc,
+                      extra={"file": path.name})
+            _reject(path)
+    return notes
+
+
+def _reject(path: Path) -> None:
+    rejected = path.parent / "rejected"
+    try:
+        rejected.mkdir(mode=0o750, exist_ok=True)
+        path.replace(rejected / path.name)
+    except OSError as exc:
+        log.error("could not move the note aside: %s", exc, extra={"file": path.name})
