@@ -1,9 +1,12 @@
 """``python -m bench`` (``make bench``): the service against the PBX's own limit for the same
 flow. On the test PBX, SIPp drives the service-line flow (answer, notice, 1 by SIP INFO and
 by RFC 4733, recording, queue) at stepped rates against the service, with everything it
-stores, and against the dialplan-only baseline (asterisk-conf/baseline/), each for a fixed
-time per step. A variant's capacity is the highest rate with no failed call and every
-recording (and, for the service, every receipt) present.
+stores, in both its inbound flows (``service``: the service plays the notice over ARI;
+``service-dialplan``: the dialplan plays it and the service stores the decision over
+FastAGI), and against the dialplan-only baseline (asterisk-conf/baseline/), each for a
+fixed time per step. Each variant runs on a freshly started PBX and service. A variant's
+capacity is the highest rate with no failed call and every recording (and, for the
+service, every receipt) present.
 
 Writes bench/results.json, bench/results.md and bench/results.png.
 """
@@ -38,6 +41,8 @@ SHORT_CATALOGUE = REPO / "tests" / "e2e" / "short_notices.toml"
 OUT = REPO / "bench"
 SHORT_RATES = (5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100)
 REAL_RATES = (5, 10, 20, 30, 40, 50)
+# The variants, and the inbound flow the service runs for each.
+VARIANTS = {"baseline": "ari", "service": "ari", "service-dialplan": "dialplan"}
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +50,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", default="short,real",
                         help="short, real or both (default short,real)")
-    parser.add_argument("--variants", default="baseline,service")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"some of {', '.join(VARIANTS)} (default all)")
     parser.add_argument("--short-rates", default=",".join(map(str, SHORT_RATES)))
     parser.add_argument("--real-rates", default=",".join(map(str, REAL_RATES)))
     parser.add_argument("--seconds", type=int, default=20, help="calls placed per step")
@@ -53,7 +59,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name in ("prompts", "variants"):
         values = getattr(args, name).split(",")
-        allowed = {"prompts": {"short", "real"}, "variants": {"baseline", "service"}}[name]
+        allowed = {"prompts": {"short", "real"}, "variants": set(VARIANTS)}[name]
         if not values or not set(values) <= allowed:
             parser.error(f"--{name}: a comma-separated list of {sorted(allowed)}")
         setattr(args, name, values)
@@ -92,45 +98,55 @@ async def run(args: argparse.Namespace) -> int:
     index = 0
     for prompts in args.prompts:
         env = prompt_env(prompts, paths)
-        os.environ.update(env)
-        settings = get_settings()
-        manifest = verify(settings.prompts.local_dir)
-        timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
-        database = f"ivr_bench_{prompts}"
-        url = await fresh_database(settings.database.url.get_secret_value(), database)
-        pbx = Asterisk(paths, settings, baseline=True)
-        pbx.start()
-        service, log = start_service(url, env, work / f"service-{prompts}.log")
-        engine = create_async_engine(url, poolclass=pool.NullPool)
-        try:
-            await wait_for(log, "ARI connected")
-            idle_mb = rss_mb(service.pid)  # before any call: what a call adds is above it
-            for variant in args.variants:
-                asterisk_pid = pbx.running_pid()
-                assert asterisk_pid is not None
-                ctx = Context(variant, prompts, Sipp(paths, pbx=f"127.0.0.1:"
-                                                     f"{settings.pbx.sip_port}"),
-                              timing, asterisk_pid, service.pid, log,
-                              settings.recordings.local_dir, engine, database, work,
-                              idle_mb)
-                for rate in (args.short_rates if prompts == "short" else args.real_rates):
-                    index += 1
-                    row = await run_step(ctx, index % 100, rate, args.seconds)
-                    rows.append(row)
-                    print(summary(row), flush=True)
-                    if not row["clean"]:
-                        break  # past capacity: the row shows how it degrades
-                    await asyncio.sleep(3)
-        finally:
-            await engine.dispose()
-            service.send_signal(signal.SIGTERM)
-            service.wait(30)
-            pbx.stop()
+        for variant in args.variants:
+            env["IVR_DIALPLAN__INBOUND_FLOW"] = VARIANTS[variant]
+            os.environ.update(env)
+            rates = args.short_rates if prompts == "short" else args.real_rates
+            for row in await run_variant(paths, work, prompts, variant, env, rates,
+                                         args.seconds, index):
+                rows.append(row)
+            index += len(rates)
     write_reports(OUT, rows, args.label)
     print(f"bench: {OUT / 'results.json'}, results.md, results.png")
     return 0
 
 
+async def run_variant(paths: Any, work: Path, prompts: str, variant: str,
+                      env: dict[str, str], rates: list[float], seconds: int,
+                      first: int) -> list[dict[str, Any]]:
+    """One variant's steps on a PBX and a service started for it (the baseline too runs
+    beside an idle service, so that every variant shares the machine alike)."""
+    settings = get_settings()
+    manifest = verify(settings.prompts.local_dir)
+    timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
+    database = f"ivr_bench_{prompts}"
+    url = await fresh_database(settings.database.url.get_secret_value(), database)
+    pbx = Asterisk(paths, settings, baseline=True)
+    pbx.start()
+    service, log = start_service(url, env, work / f"service-{prompts}-{variant}.log")
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    rows: list[dict[str, Any]] = []
+    try:
+        await wait_for(log, "ARI connected")
+        idle_mb = rss_mb(service.pid)  # before any call: what a call adds is above it
+        asterisk_pid = pbx.running_pid()
+        assert asterisk_pid is not None
+        ctx = Context(variant, prompts, Sipp(paths, pbx=f"127.0.0.1:{settings.pbx.sip_port}"),
+                      timing, asterisk_pid, service.pid, log, settings.recordings.local_dir,
+                      engine, database, work, idle_mb)
+        for offset, rate in enumerate(rates):
+            row = await run_step(ctx, (first + offset + 1) % 100, rate, seconds)
+            rows.append(row)
+            print(summary(row), flush=True)
+            if not row["clean"]:
+                break  # past capacity: the row shows how it degrades
+            await asyncio.sleep(3)
+    finally:
+        await engine.dispose()
+        service.send_signal(signal.SIGTERM)
+        service.wait(30)
+        pbx.stop()
+    return rows
 async def fresh_database(url: str, name: str) -> str:
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
     try:
@@ -171,7 +187,7 @@ def _text(path: Path) -> str:
 
 
 def summary(row: dict[str, Any]) -> str:
-    return (f"{row['prompts']:5} {row['variant']:8} {row['rate_cps']:6g} cps: "
+    return (f"{row['prompts']:5} {row['variant']:16} {row['rate_cps']:6g} cps: "
             f"{row['succeeded']}/{row['attempted']} ok, recordings {row['recordings']}, "
             f"receipts {row['receipts']}, clean {row['clean']}")
 

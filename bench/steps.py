@@ -54,7 +54,7 @@ class Timing:
 
 @dataclass
 class Context:
-    variant: str  # "service" | "baseline"
+    variant: str  # "baseline" | "service" | "service-dialplan"
     prompts: str  # "short" | "real"
     sipp: Sipp
     timing: Timing
@@ -133,7 +133,7 @@ async def place(ctx: Context, step_dir: Path, caller_prefix: str, how: str, pres
     path = step_dir / f"caller-{how}.xml"
     path.write_text(text_)
     stats = step_dir / f"{how}-stats.csv"
-    number = SERVICE_NUMBER if ctx.variant == "service" else BASELINE_NUMBER
+    number = BASELINE_NUMBER if ctx.variant == "baseline" else SERVICE_NUMBER
     timeout = seconds + ctx.timing.call_ms // 1000 + 60
     args = ["sipp", "-sf", str(path), "-s", number, "-r", f"{rate:g}", "-m", str(calls),
             "-l", str(max(50, int(rate * (ctx.timing.call_ms / 1000 + 10)))),
@@ -175,7 +175,7 @@ def response_times(step_dir: Path, stem: str) -> list[float]:
 
 async def settle(ctx: Context, prefix: str, expected: int, wait: float = 45.0) -> None:
     """Wait until the service has closed the step's calls (or give up: counted as lost)."""
-    if ctx.variant != "service":
+    if ctx.variant == "baseline":
         await asyncio.sleep(2)
         return
     deadline = time.monotonic() + wait
