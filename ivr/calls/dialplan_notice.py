@@ -19,7 +19,6 @@ handled twice changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -268,19 +267,7 @@ def observe_recording_start(deps: CallDeps, call: Ended) -> None:
 
 
 async def collect_ended(deps: CallDeps) -> int:
-    """Record every end note in ``unattended.local_dir`` and remove it; one that is not a
-    note goes to ``rejected/``; one that cannot be recorded now stays for the next sweep.
+    """Close the call of every end note in ``unattended.local_dir`` (``notes.collect``).
     Returns how many calls were closed."""
-    closed = 0
-    directory = Path(deps.settings.unattended.local_dir)
-    for path, call in await asyncio.to_thread(notes.read_notes, directory, NOTE_SUFFIX,
-                                              parse_end):
-        try:
-            await record_end(deps, call)  # PostgreSQL away: the outage journal
-        except Exception:
-            log.exception("could not close the call of a note; tried again later",
-                          extra={"file": path.name})
-            continue
-        await asyncio.to_thread(path.unlink, True)
-        closed += 1
-    return closed
+    return await notes.collect(Path(deps.settings.unattended.local_dir), NOTE_SUFFIX,
+                               parse_end, lambda call: record_end(deps, call))

@@ -7,10 +7,11 @@ error naming what is wrong, never guessed at. Files that are not notes are moved
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -104,6 +105,25 @@ def read_notes(directory: Path, suffix: str, parse: Callable[[str], T],
                       extra={"file": path.name})
             _reject(path)
     return notes
+
+
+async def collect(directory: Path, suffix: str, parse: Callable[[str], T],
+                  record: Callable[[T], Awaitable[None]]) -> int:
+    """Record every note ending in ``suffix`` and remove it; one that is not a note goes to
+    ``rejected/``; one that cannot be recorded now (PostgreSQL away: the outage journal
+    takes it, else it) stays for the next sweep. Returns how many were recorded."""
+    recorded = 0
+    for path, note in await asyncio.to_thread(read_notes, directory, suffix, parse):
+        try:
+            await record(note)
+        except Exception:
+            # Never dropped: the note stays and the next sweep tries again.
+            log.exception("could not record the call of a note; tried again later",
+                          extra={"file": path.name})
+            continue
+        await asyncio.to_thread(path.unlink, True)
+        recorded += 1
+    return recorded
 
 
 def _reject(path: Path) -> None:

@@ -15,7 +15,6 @@ never guessed at; one that cannot be read or recorded now is left for the next s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -101,22 +100,10 @@ async def record_unattended(deps: CallDeps, call: UnattendedCall) -> None:
 
 
 async def collect_unattended(deps: CallDeps) -> int:
-    """Record every note in ``unattended.local_dir`` and remove it; a note that is not what
-    the dialplan writes goes to ``rejected/``; one that cannot be read or recorded now stays
-    for the next sweep. Returns how many calls were recorded."""
-    recorded = 0
-    directory = Path(deps.settings.unattended.local_dir)
-    for path, call in await asyncio.to_thread(read_notes, directory):
-        try:
-            await record_unattended(deps, call)  # PostgreSQL away: the outage journal
-        except Exception:
-            # Never dropped: the note stays and the next sweep tries again.
-            log.exception("could not record the call of a note; tried again later",
-                          extra={"file": path.name})
-            continue
-        await asyncio.to_thread(path.unlink, True)
-        recorded += 1
-    return recorded
+    """Record every note in ``unattended.local_dir`` (``notes.collect``). Returns how many
+    calls were recorded."""
+    return await notes.collect(Path(deps.settings.unattended.local_dir), NOTE_SUFFIX,
+                               parse_note, lambda call: record_unattended(deps, call))
 
 
 def read_notes(directory: Path, now: float | None = None) -> list[tuple[Path, UnattendedCall]]:
