@@ -114,7 +114,10 @@ def end_context() -> list[str]:
         "&digit_at=${IVR_DIGIT_AT}&notice_end=${IVR_NOTICE_END}&decision=${IVR_DECISION}"
         "&recording=${IVR_RECORD}&recording_at=${IVR_RECORDING_AT}"
         "&mixmonitor=${URIENCODE(${IVR_MIXMONITOR_ID})}&agent=${URIENCODE(${MEMBERNAME})}"
-        "&queue_status=${QUEUESTATUS}&queued=${IVR_QUEUED}&cause=${HANGUPCAUSE})",
+        "&queue_status=${QUEUESTATUS}&queued=${IVR_QUEUED}&cause=${HANGUPCAUSE}"
+        # the queue's load as the call ends (rule 4's exception: substantially overloaded)
+        "&waiting=${QUEUE_WAITING_COUNT(${IVR_QUEUE})}"
+        "&available=${QUEUE_MEMBER(${IVR_QUEUE},free)})",
         " same => n,Return()",
     ]
 

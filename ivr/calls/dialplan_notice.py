@@ -9,7 +9,7 @@
    when the service is away, slow or in doubt) and the decision (``IVR_DECISION``).
 2. **The end** (a note ``<channel>.notice`` in ``unattended.asterisk_dir``, written by the
    hangup handler ``[ivr-notice-end]``). The call's record is closed with when it ended,
-   whether and when MixMonitor started and who answered; a caller who left during the
+   whether and when MixMonitor started, who answered and how loaded the queue was; a caller who left during the
    notice, or whose decision the service never took, gets the decision the report allows
    (stored, never recorded); nobody answered: the missed call (rule 4).
 
@@ -37,6 +37,7 @@ from ivr.flow.commands import Decision, PlayedSegment, Receipt
 from ivr.flow.dialplan_notice import Heard, receipt
 from ivr.flow.inbound import Segment
 from ivr.metrics.in_process import Step
+from ivr.policy.callbacks import overloaded as is_overloaded
 from ivr.policy.lines import LineRef
 from ivr.store.callbacks import Missed
 from ivr.store.receipts import ClosedCall, OpenedCall
@@ -50,13 +51,15 @@ DIALPLAN_CALLS = uuid.UUID("0b6f3f5e-8c2d-4f7a-b1e9-3d5a7c9e2f41")
 HEARD_FIELDS = ("v", "entered", "dialled", "caller", "played", "digit", "digit_at",
                 "notice_end")
 END_FIELDS = (*HEARD_FIELDS, "channel", "ended", "decision", "recording", "recording_at",
-              "mixmonitor", "agent", "queue_status", "queued", "cause")
+              "mixmonitor", "agent", "queue_status", "queued", "cause", "waiting",
+              "available")
 MAX_PLAYED = 16
 _PLAYED = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})@([0-9.]{1,20})@([0-9.]{0,20})$")
 _DIGIT = re.compile(r"^[0-9*#]?$")
 _FILE = re.compile(r"^[0-9a-f-]{36}\.[a-z0-9]{1,8}$")
 _MIXMONITOR = re.compile(r"^[A-Za-z0-9/._-]{0,128}$")
 _CAUSE = re.compile(r"^[0-9]{0,3}$")
+_COUNT = re.compile(r"^[0-9]{0,6}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,9 @@ class Ended:
     queue_status: str
     queued: bool  # the caller reached the queue
     cause: str  # HANGUPCAUSE
+    # The queue's load when the call ended (QUEUE_WAITING_COUNT, QUEUE_MEMBER free), if known.
+    waiting: int | None = None
+    available: int | None = None
 
 
 def _played(value: str) -> tuple[PlayedSegment, ...]:
@@ -135,6 +141,9 @@ def parse_end(text: str) -> Ended:
         raise NoteError(f"queued {fields['queued'][:10]!r} is not 1 or empty")
     if not _CAUSE.match(fields["cause"]):
         raise NoteError(f"hangup cause {fields['cause'][:10]!r} is not one")
+    for name in ("waiting", "available"):
+        if not _COUNT.match(fields[name]):
+            raise NoteError(f"{name} {fields[name][:10]!r} is not a count")
     return Ended(
         channel_id=notes.channel_id(fields["channel"]), report=report, ended_at=ended,
         decision=decision, recording=recording,
@@ -142,7 +151,9 @@ def parse_end(text: str) -> Ended:
         mixmonitor_id=fields["mixmonitor"] or None,
         agent=printable(fields["agent"], 128) or None,
         queue_status=queue_status(fields["queue_status"]), queued=fields["queued"] == "1",
-        cause=fields["cause"])
+        cause=fields["cause"],
+        waiting=int(fields["waiting"]) if fields["waiting"] else None,
+        available=int(fields["available"]) if fields["available"] else None)
 
 
 # the decision ----------------------------------------------------------------------------
@@ -241,9 +252,11 @@ async def record_end(deps: CallDeps, call: Ended) -> None:
     reason = ("ivr_hangup" if not call.queued else
               "timeout" if call.queue_status == "TIMEOUT" else "abandoned")
     caller = describe_caller(call.report.caller, deps.settings.region)
+    overloaded = (call.waiting is not None and call.available is not None and is_overloaded(
+        call.waiting, call.available, deps.settings.callbacks.overload_callers_per_agent))
     await records.record_missed(Missed(
         call_id=opened.id, caller=caller.e164, caller_withheld=caller.withheld,
-        reason=reason, overloaded=False, missed_at=call.ended_at))
+        reason=reason, overloaded=overloaded, missed_at=call.ended_at))
 
 
 def _told(deps: CallDeps, line: LineRef, call: Ended) -> bool:
