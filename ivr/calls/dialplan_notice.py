@@ -9,9 +9,10 @@
    when the service is away, slow or in doubt) and the decision (``IVR_DECISION``).
 2. **The end** (a note ``<channel>.notice`` in ``unattended.asterisk_dir``, written by the
    hangup handler ``[ivr-notice-end]``). The call's record is closed with when it ended,
-   whether and when MixMonitor started, who answered and how loaded the queue was; a caller who left during the
+   whether and when MixMonitor started and who answered; a caller who left during the
    notice, or whose decision the service never took, gets the decision the report allows
-   (stored, never recorded); nobody answered: the missed call (rule 4).
+   (stored, never recorded); nobody answered: the missed call (rule 4), marked overloaded
+   by the queue's load the note carries.
 
 Both are idempotent: the call's id comes from the node and the channel, so a report
 handled twice changes nothing.
