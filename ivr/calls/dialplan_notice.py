@@ -225,27 +225,32 @@ async def record_end(deps: CallDeps, call: Ended) -> None:
     """Close the call's record with what the note says (see the module's text)."""
     opened, line = _call(deps, call.channel_id, call.report)
     records = deps.records
-    await records.open(opened)
-    file_name = f"{opened.id}.{deps.settings.recordings.format}"
-    if line is not None and call.decision is None:
-        late = _receipt(deps, line, call.report, call.ended_at, call_over=True)
-        if late is not None:
-            await records.store_decision(opened.id, line.kind.value, late,
-                                         prompts_played(deps.manifest, late), None)
+    report = None if line is None else _receipt(deps, line, call.report, call.ended_at,
+                                                call_over=True)
+    if call.decision is None:
+        # The service never answered the dialplan (the caller left during the notice, or
+        # the service was away): the call, and the decision the report allows, now.
+        await records.open(opened)
+        if line is not None and report is not None:
+            await records.store_decision(opened.id, line.kind.value, report,
+                                         prompts_played(deps.manifest, report), None)
     started = call.recording is not None and call.recording_at is not None
     if started:
         assert call.recording is not None and call.recording_at is not None
         await records.recording_started(call.recording, call.mixmonitor_id or "dialplan",
                                         call.recording_at)
         observe_recording_start(deps, call)
-    elif call.decision is None or call.decision.records:
-        # A decision that allowed a recording the dialplan never started (the answer to
-        # the dialplan was lost, the caller left first): the row says so.
-        await records.recording_not_started(file_name, call.ended_at)
+    elif call.recording is not None or (call.decision is None and report is not None
+                                        and report.decision.records):
+        # A recording the decision allowed that the dialplan never started (the caller
+        # left first, or the service's answer never reached the dialplan): the row says so.
+        await records.recording_not_started(
+            f"{opened.id}.{deps.settings.recordings.format}", call.ended_at)
     await records.close(opened.id, ClosedCall(
         answered_at=call.report.entered_at, ended_at=call.ended_at,
         end_reason=f"ended in the dialplan (cause {call.cause or 'unknown'})",
-        notice_completed=None if line is None else _told(deps, line, call),
+        notice_completed=None if line is None else (report is not None
+                                                    and report.notice_ended_at is not None),
         agent_answered=call.agent is not None, agent=call.agent, state="ended"),
         call.recording if started else None)
     if line is None or call.agent is not None:
@@ -258,11 +263,6 @@ async def record_end(deps: CallDeps, call: Ended) -> None:
     await records.record_missed(Missed(
         call_id=opened.id, caller=caller.e164, caller_withheld=caller.withheld,
         reason=reason, overloaded=overloaded, missed_at=call.ended_at))
-
-
-def _told(deps: CallDeps, line: LineRef, call: Ended) -> bool:
-    decided = _receipt(deps, line, call.report, call.ended_at, call_over=True)
-    return decided is not None and decided.notice_ended_at is not None
 
 
 def observe_recording_start(deps: CallDeps, call: Ended) -> None:
