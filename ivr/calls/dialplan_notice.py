@@ -69,7 +69,7 @@ class Report:
 
     entered_at: datetime
     dialled: str  # as dialled (raw)
-    caller: str  # as the caller ID arrived (raw, printable)
+    caller: str  # as the caller ID arrived (raw; describe_caller reads it)
     heard: Heard
 
 

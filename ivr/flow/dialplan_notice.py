@@ -52,6 +52,13 @@ def in_order(notice: Sequence[Segment], heard: Heard) -> bool:
         times.append(heard.digit_at)
     if any(later < earlier for earlier, later in pairwise(times)):
         return False
+    if heard.notice_ended_at is not None:
+        # The notice ends after its own segments and no later than the answer.
+        own = [t for p in heard.played[:len(expected)] for t in (p.started_at, p.ended_at)
+                  if t is not None]
+        if any(heard.notice_ended_at < t for t in own) or (
+                heard.digit_at is not None and heard.digit_at < heard.notice_ended_at):
+            return False
     unfinished = [i for i, p in enumerate(heard.played) if p.ended_at is None]
     return not unfinished or unfinished == [len(heard.played) - 1]
 
