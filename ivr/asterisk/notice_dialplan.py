@@ -11,7 +11,8 @@ expects, in order (``ivr/flow/dialplan_notice.py`` decides from its report).
 - waits for the answer; on silence or another digit asks the question again, as often as
   ``consent.question_repeats`` says;
 - asks the service (FastAGI ``notice-decision``) to store the decision, and starts
-  MixMonitor only into the file the service names (``IVR_RECORD``, ``no`` until then);
+  MixMonitor only into the file the service names (``IVR_DECIDED``: the decision and the
+  file, or ``no``; ``IVR_RECORD`` is ``no`` until then);
 - hands the call to its queue.
 
 A segment that fails to play ends the notice there: the report shows it never ended, and
@@ -91,7 +92,10 @@ def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
         "&dialled=${URIENCODE(${IVR_DIALLED})}&caller=${URIENCODE(${CALLERID(num)})}"
         "&played=${IVR_PLAYED}&digit=${IVR_DIGIT}&digit_at=${IVR_DIGIT_AT}"
         "&notice_end=${IVR_NOTICE_END})",
-        ' same => n,GotoIf($["${IVR_RECORD}" = "no"]?queue)',
+        ' same => n,GotoIf($["${IVR_DECIDED}" = ""]?queue)',
+        " same => n,Set(IVR_DECISION=${CUT(IVR_DECIDED,:,1)})",
+        " same => n,Set(IVR_RECORD=${CUT(IVR_DECIDED,:,2)})",
+        ' same => n,GotoIf($["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue)',
         " same => n,MixMonitor(@@recordings_dir@@/${IVR_RECORD},i(IVR_MIXMONITOR_ID))",
         f" same => n,Set(IVR_RECORDING_AT={NOW})",
         ' same => n(queue),Set(IVR_RECORDED=${IF($["${IVR_RECORDING_AT}" = ""]?no:yes)})',

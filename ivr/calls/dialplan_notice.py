@@ -194,11 +194,12 @@ async def decide(deps: CallDeps, channel_id: str, argument: str
     if decided is not None and decided.record:
         planned = plan_recording(deps.settings, opened.id, decided.decision.value)
     try:
-        await deps.records.open(opened)
         if decided is None:
+            await deps.records.open(opened)
             return None  # a sales caller who was not told: no decision, no recording
         await deps.records.store_decision(opened.id, line.kind.value, decided,
-                                          prompts_played(deps.manifest, decided), planned)
+                                          prompts_played(deps.manifest, decided), planned,
+                                          call=opened)
     except Exception:
         log.exception("decision not stored: nothing will be recorded", extra=extra)
         return None
@@ -213,9 +214,9 @@ def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
                                request.get("arg_1") or "")
         if decided is None:
             return
-        await agi.set("IVR_DECISION", decided[0].value)
-        if decided[1] is not None:
-            await agi.set("IVR_RECORD", decided[1])
+        # One command (a round trip less before MixMonitor): the dialplan splits it into
+        # IVR_DECISION and IVR_RECORD.
+        await agi.set("IVR_DECIDED", f"{decided[0].value}:{decided[1] or 'no'}")
 
     return {SCRIPT: decision}
 

@@ -70,11 +70,12 @@ class DurableRecords:
     async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
-                             inherited_from: uuid.UUID | None = None) -> None:
+                             inherited_from: uuid.UUID | None = None,
+                             call: OpenedCall | None = None) -> None:
         await self._store(DecisionEntry(
             call_id=call_id, line_kind=line_kind, receipt=receipt,
             prompts_played=prompts_played, recording=recording,
-            inherited_from=inherited_from))
+            inherited_from=inherited_from, call=call))
 
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:
@@ -131,7 +132,7 @@ class DurableRecords:
             case DecisionEntry():
                 return await records.store_decision(
                     entry.call_id, entry.line_kind, entry.receipt, entry.prompts_played,
-                    entry.recording, entry.inherited_from)
+                    entry.recording, entry.inherited_from, entry.call)
             case RecordingStartedEntry(file_name=name, mixmonitor_id=mixmonitor_id, at=at):
                 return await records.recording_started(name, mixmonitor_id, at)
             case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file):

@@ -52,6 +52,8 @@ class DecisionEntry(_Entry):
     prompts_played: list[dict[str, Any]]
     recording: PlannedRecording | None
     inherited_from: uuid.UUID | None
+    # The call, when it is opened with its decision (the dialplan flow: one statement).
+    call: OpenedCall | None = None
 
 
 class RecordingStartedEntry(_Entry):

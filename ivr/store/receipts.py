@@ -54,6 +54,35 @@ UPDATE calls SET state = 'decided', notice_completed = decision.notice_ended_at 
 FROM decision WHERE calls.id = decision.call_id
 """
 
+# The dialplan flow: the call, opened already decided, with its decision and the recording
+# it allows, in one statement. (The decision's row refers to a call inserted by the same
+# statement: the foreign key is checked at its end.) A replay inserts nothing.
+OPEN_AND_DECIDE = """
+WITH call AS (
+    INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
+                       caller_raw, line_name, line_kind, started_at, state, node,
+                       notice_completed)
+    VALUES (%(call_id)s, %(channel_id)s, %(linkedid)s, %(direction)s, %(dialled)s,
+            %(caller)s, %(caller_withheld)s, %(caller_raw)s, %(line_name)s, %(line_kind)s,
+            %(started_at)s, 'decided', %(node)s, %(notice_ended_at)s IS NOT NULL)
+    ON CONFLICT (channel_id) DO NOTHING
+    RETURNING id
+), decision AS (
+    INSERT INTO decisions (id, call_id, decision, line_kind, digit, digit_at, prompts_played,
+                           notice_started_at, notice_ended_at, question_started_at,
+                           decided_at, inherited_from_call_id)
+    SELECT %(decision_id)s, id, %(decision)s, %(line_kind)s, %(digit)s, %(digit_at)s,
+           %(prompts_played)s, %(notice_started_at)s, %(notice_ended_at)s,
+           %(question_started_at)s, %(decided_at)s, %(inherited_from)s
+    FROM call
+    RETURNING call_id
+)
+INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
+SELECT %(recording_id)s, call_id, %(basis)s, %(file_name)s, %(recording_started_at)s,
+       %(expires_at)s
+FROM decision WHERE %(recording)s
+"""
+
 # A MixMonitor id already stored (a replay) changes nothing and is not audited again.
 RECORDING_STARTED = """
 UPDATE recordings SET mixmonitor_id = %(mixmonitor_id)s, started_at = %(at)s
@@ -132,37 +161,49 @@ class CallRecords:
     async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
         """Insert the call; ``False`` if its channel was already recorded (a replayed event)."""
         async with self.db.autocommit.connect() as connection:
-            result = await connection.exec_driver_sql(OPEN_CALL, {
-                "id": call.id, "channel_id": call.channel_id, "linkedid": call.linkedid,
-                "direction": direction, "dialled": call.dialled, "caller": call.caller,
-                "caller_withheld": call.caller_withheld, "caller_raw": call.caller_raw,
-                "line_name": call.line_name, "line_kind": call.line_kind,
-                "started_at": call.started_at, "node": self.node})
+            result = await connection.exec_driver_sql(
+                OPEN_CALL, {"id": call.id, **self._call_parameters(call, direction)})
         return bool(result.rowcount)
 
     async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
-                             inherited_from: uuid.UUID | None = None) -> None:
+                             inherited_from: uuid.UUID | None = None,
+                             call: OpenedCall | None = None) -> None:
         """Commit the receipt (and the recording it allows) in one statement, so in one
         transaction. A callback's receipt names the call whose decision it inherits (rule
         5). A call's decision is stored once: storing it again (a journal replay) changes
-        nothing."""
+        nothing. With ``call``: the call is opened by the same statement (the dialplan
+        flow, whose call is first known with its decision)."""
+        parameters = {
+            "decision_id": uuid.uuid4(), "call_id": call_id,
+            "decision": receipt.decision.value, "line_kind": line_kind,
+            "digit": receipt.digit, "digit_at": receipt.digit_at,
+            "prompts_played": Jsonb(prompts_played),
+            "notice_started_at": receipt.notice_started_at,
+            "notice_ended_at": receipt.notice_ended_at,
+            "question_started_at": receipt.question_started_at,
+            "decided_at": receipt.decided_at, "inherited_from": inherited_from,
+            "recording": recording is not None, "recording_id": uuid.uuid4(),
+            "basis": recording.basis if recording else None,
+            "file_name": recording.file_name if recording else None,
+            "recording_started_at": recording.started_at if recording else None,
+            "expires_at": recording.expires_at if recording else None}
+        statement = STORE_DECISION
+        if call is not None:
+            if call.id != call_id:
+                raise ValueError("the call opened is not the call decided")
+            statement = OPEN_AND_DECIDE
+            parameters |= self._call_parameters(call, "inbound")
         async with self.db.autocommit.connect() as connection:
-            await connection.exec_driver_sql(STORE_DECISION, {
-                "decision_id": uuid.uuid4(), "call_id": call_id,
-                "decision": receipt.decision.value, "line_kind": line_kind,
-                "digit": receipt.digit, "digit_at": receipt.digit_at,
-                "prompts_played": Jsonb(prompts_played),
-                "notice_started_at": receipt.notice_started_at,
-                "notice_ended_at": receipt.notice_ended_at,
-                "question_started_at": receipt.question_started_at,
-                "decided_at": receipt.decided_at, "inherited_from": inherited_from,
-                "recording": recording is not None, "recording_id": uuid.uuid4(),
-                "basis": recording.basis if recording else None,
-                "file_name": recording.file_name if recording else None,
-                "recording_started_at": recording.started_at if recording else None,
-                "expires_at": recording.expires_at if recording else None})
+            await connection.exec_driver_sql(statement, parameters)
+
+    def _call_parameters(self, call: OpenedCall, direction: str) -> dict[str, Any]:
+        return {"channel_id": call.channel_id, "linkedid": call.linkedid,
+                "direction": direction, "dialled": call.dialled, "caller": call.caller,
+                "caller_withheld": call.caller_withheld, "caller_raw": call.caller_raw,
+                "line_name": call.line_name, "line_kind": call.line_kind,
+                "started_at": call.started_at, "node": self.node}
 
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:

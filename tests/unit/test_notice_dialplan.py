@@ -164,7 +164,8 @@ def test_rule_1_the_hangup_handler_and_no_recording_are_set_before_anything_play
     assert _index(steps, "Set", f"CHANNEL(hangup_handler_push)={END},s,1") < first_play
     assert _index(steps, "Set", "IVR_RECORD=no") < first_play
     # Nothing in the dialplan names a file to record into: only the service does (AGI).
-    assert [s.args for s in steps if s.args.startswith("IVR_RECORD=")] == ["IVR_RECORD=no"]
+    assert [s.args for s in steps if s.args.startswith("IVR_RECORD=")] == [
+        "IVR_RECORD=no", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}"]
 
 
 @pytest.mark.parametrize("notice", NOTICES)
@@ -176,16 +177,21 @@ def test_rule_1_mixmonitor_only_after_the_decision_and_only_into_the_services_fi
     assert decide[0].app == "AGI"
     assert decide[0].args.startswith(f"agi://{fastagi}/{SCRIPT},")
     mixmonitor = [i for i, s in enumerate(decide) if s.app == "MixMonitor"]
-    assert mixmonitor == [2]
-    assert decide[1] == Step("decide", None, "GotoIf", '$["${IVR_RECORD}" = "no"]?queue')
-    assert decide[2].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
+    assert mixmonitor == [5]
+    # The service's one answer, "<decision>:<file or no>", split; no answer: no recording.
+    assert decide[1] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
+    assert decide[2] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
+    assert decide[3] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
+    assert decide[4] == Step("decide", None, "GotoIf",
+                             '$["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue')
+    assert decide[5].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
                               "i(IVR_MIXMONITOR_ID)")
     labelled = [i for i, s in enumerate(decide) if s.label == "queue"]
-    assert len(labelled) == 1 and labelled[0] > 2  # the skip lands past MixMonitor
+    assert len(labelled) == 1 and labelled[0] > 5  # the skip lands past MixMonitor
     assert decide[-1] == Step(
         "decide", None, "Goto", f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
     # MixMonitor nowhere else, in any context.
-    assert [s for s in steps if s.app == "MixMonitor"] == [decide[2]]
+    assert [s for s in steps if s.app == "MixMonitor"] == [decide[5]]
 
 
 def test_rule_1_nothing_records_outside_the_decision(dialplan: Dialplan) -> None:
