@@ -20,6 +20,7 @@ COLUMNS = (
     ("digit_to_decision_stored_ms_p99", "p99"),
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
+    ("postgres_cpu_s_per_call", "PostgreSQL CPU s/call"),
     ("db_transactions_per_call", "DB transactions/call"),
     ("service_peak_rss_mb", "service peak RSS MB"),
     ("peak_concurrent_calls", "peak concurrent calls"),

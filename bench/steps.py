@@ -23,7 +23,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.measure import MemorySampler, cpu_seconds, percentile, transactions
+from bench.measure import (
+    MemorySampler,
+    cpu_seconds,
+    percentile,
+    postgres_cpu_seconds,
+    transactions,
+)
 from testpbx.sipp import Pause, Press, Sipp
 
 SERVICE_NUMBER = "040404040"
@@ -77,7 +83,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     prefix = f"031{index:02d}"
     started_wall = time.time()
     log_offset = ctx.service_log.stat().st_size if ctx.service_log.exists() else 0
-    cpu_before = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    cpu_before = (cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid),
+                  postgres_cpu_seconds())
     xact_before = await transactions(ctx.engine, ctx.database)
     stop = asyncio.Event()
     memory = MemorySampler(ctx.service_pid)
@@ -92,7 +99,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     finally:
         stop.set()
         await sampler
-    cpu_after = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    cpu_after = (cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid),
+                 postgres_cpu_seconds())
     xact_after = await transactions(ctx.engine, ctx.database)
     attempted = info["attempted"] + rfc["attempted"]
     succeeded = info["succeeded"] + rfc["succeeded"]
@@ -112,6 +120,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
         row |= {
             "service_cpu_s_per_call": round((cpu_after[1] - cpu_before[1]) / max(1, attempted),
                                             4),
+            "postgres_cpu_s_per_call": round((cpu_after[2] - cpu_before[2])
+                                             / max(1, attempted), 4),
             "db_transactions_per_call": round((xact_after - xact_before) / max(1, attempted), 2),
             "service_peak_rss_mb": round(memory.peak_mb, 1),
             "service_kb_per_concurrent_call": round(
