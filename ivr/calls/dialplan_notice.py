@@ -41,7 +41,7 @@ from ivr.metrics.in_process import Step
 from ivr.policy.callbacks import overloaded as is_overloaded
 from ivr.policy.lines import LineRef
 from ivr.store.callbacks import Missed
-from ivr.store.receipts import ClosedCall, OpenedCall
+from ivr.store.receipts import ClosedCall, EndedCall, OpenedCall, StartedRecording
 
 log = logging.getLogger(__name__)
 
@@ -222,47 +222,91 @@ def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
 
 
 # the end ---------------------------------------------------------------------------------
-async def record_end(deps: CallDeps, call: Ended) -> None:
-    """Close the call's record with what the note says (see the module's text)."""
+@dataclass(frozen=True, slots=True)
+class _Closing:
+    """What an end note gives for the call's record."""
+
+    opened: OpenedCall
+    line: LineRef | None
+    report: Receipt | None  # the decision the report allows (never recorded: the call is over)
+    closed: ClosedCall
+    started: StartedRecording | None
+
+
+def _closing(deps: CallDeps, call: Ended) -> _Closing:
     opened, line = _call(deps, call.channel_id, call.report)
-    records = deps.records
     report = None if line is None else _receipt(deps, line, call.report, call.ended_at,
                                                 call_over=True)
-    if call.decision is None:
-        # The service never answered the dialplan (the caller left during the notice, or
-        # the service was away): the call, and the decision the report allows, now.
-        await records.open(opened)
-        if line is not None and report is not None:
-            await records.store_decision(opened.id, line.kind.value, report,
-                                         prompts_played(deps.manifest, report), None)
-    started = call.recording is not None and call.recording_at is not None
-    if started:
-        assert call.recording is not None and call.recording_at is not None
-        await records.recording_started(call.recording, call.mixmonitor_id or "dialplan",
-                                        call.recording_at)
-        observe_recording_start(deps, call)
-    elif call.recording is not None or (call.decision is None and report is not None
-                                        and report.decision.records):
-        # A recording the decision allowed that the dialplan never started (the caller
-        # left first, or the service's answer never reached the dialplan): the row says so.
-        await records.recording_not_started(
-            f"{opened.id}.{deps.settings.recordings.format}", call.ended_at)
-    await records.close(opened.id, ClosedCall(
+    started = None
+    if call.recording is not None and call.recording_at is not None:
+        started = StartedRecording(call.recording, call.mixmonitor_id or "dialplan",
+                                   call.recording_at)
+    closed = ClosedCall(
         answered_at=call.report.entered_at, ended_at=call.ended_at,
         end_reason=f"ended in the dialplan (cause {call.cause or 'unknown'})",
         notice_completed=None if line is None else (report is not None
                                                     and report.notice_ended_at is not None),
-        agent_answered=call.agent is not None, agent=call.agent, state="ended"),
-        call.recording if started else None)
-    if line is None or call.agent is not None:
+        agent_answered=call.agent is not None, agent=call.agent, state="ended")
+    return _Closing(opened, line, report, closed, started)
+
+
+async def record_end(deps: CallDeps, call: Ended) -> None:
+    """Close the call's record with what the note says (see the module's text)."""
+    end = _closing(deps, call)
+    records = deps.records
+    if call.decision is None:
+        # The service never answered the dialplan (the caller left during the notice, or
+        # the service was away): the call, and the decision the report allows, now.
+        await records.open(end.opened)
+        if end.line is not None and end.report is not None:
+            await records.store_decision(end.opened.id, end.line.kind.value, end.report,
+                                         prompts_played(deps.manifest, end.report), None)
+    if end.started is not None:
+        await records.recording_started(end.started.file_name, end.started.mixmonitor_id,
+                                        end.started.started_at)
+    await _not_started(deps, call, end)
+    await records.close(end.opened.id, end.closed,
+                        end.started.file_name if end.started else None)
+    await _after(deps, call, end)
+
+
+async def record_ends(deps: CallDeps, calls: list[Ended]) -> None:
+    """Many notes at once. The calls whose decision the service stored are closed in one
+    transaction (``CallRecords.end_many``: PostgreSQL only; if it fails, the caller records
+    the notes one by one, through the outage journal); the others one by one."""
+    decided = [(call, _closing(deps, call)) for call in calls if call.decision is not None]
+    await deps.records.end_many([EndedCall(end.opened.id, end.closed, end.started)
+                                 for _, end in decided])
+    for call, end in decided:
+        await _not_started(deps, call, end)
+        await _after(deps, call, end)
+    for call in calls:
+        if call.decision is None:
+            await record_end(deps, call)
+
+
+async def _not_started(deps: CallDeps, call: Ended, end: _Closing) -> None:
+    """A recording the decision allowed that the dialplan never started (the caller left
+    first, or the service's answer never reached the dialplan): the row says so."""
+    if end.started is None and (call.recording is not None or (
+            call.decision is None and end.report is not None and end.report.decision.records)):
+        await deps.records.recording_not_started(
+            f"{end.opened.id}.{deps.settings.recordings.format}", call.ended_at)
+
+
+async def _after(deps: CallDeps, call: Ended, end: _Closing) -> None:
+    """The recording's latency (metrics), and the missed call when nobody answered."""
+    if end.started is not None:
+        observe_recording_start(deps, call)
+    if end.line is None or call.agent is not None:
         return
     reason = ("ivr_hangup" if not call.queued else
               "timeout" if call.queue_status == "TIMEOUT" else "abandoned")
     caller = describe_caller(call.report.caller, deps.settings.region)
     overloaded = (call.waiting is not None and call.available is not None and is_overloaded(
         call.waiting, call.available, deps.settings.callbacks.overload_callers_per_agent))
-    await records.record_missed(Missed(
-        call_id=opened.id, caller=caller.e164, caller_withheld=caller.withheld,
+    await deps.records.record_missed(Missed(
+        call_id=end.opened.id, caller=caller.e164, caller_withheld=caller.withheld,
         reason=reason, overloaded=overloaded, missed_at=call.ended_at))
 
 
@@ -282,7 +326,8 @@ def observe_recording_start(deps: CallDeps, call: Ended) -> None:
 
 
 async def collect_ended(deps: CallDeps) -> int:
-    """Close the call of every end note in ``unattended.local_dir`` (``notes.collect``).
-    Returns how many calls were closed."""
+    """Close the call of every end note in ``unattended.local_dir`` (``notes.collect``):
+    together, else one by one. Returns how many calls were closed."""
     return await notes.collect(Path(deps.settings.unattended.local_dir), NOTE_SUFFIX,
-                               parse_end, lambda call: record_end(deps, call))
+                               parse_end, lambda call: record_end(deps, call),
+                               lambda calls: record_ends(deps, calls))

@@ -33,6 +33,7 @@ from ivr.store.journal import (
 from ivr.store.receipts import (
     CallRecords,
     ClosedCall,
+    EndedCall,
     OpenedCall,
     PlannedRecording,
     StaleCall,
@@ -102,6 +103,11 @@ class DurableRecords:
 
     async def recording_not_started(self, file_name: str, at: datetime) -> None:
         await self.records.recording_not_started(file_name, at)
+
+    async def end_many(self, ended: list[EndedCall]) -> None:
+        """Many calls closed in one transaction; on any failure the caller closes them one
+        by one (``close``, ``recording_started``: through the journal)."""
+        await self.records.end_many(ended)
 
     # PostgreSQL or the journal -------------------------------------------------------------
     async def _store(self, entry: Entry) -> Any:

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import select, update
 
 from ivr.flow.commands import Receipt
-from ivr.store.audit import RECORDING_NOT_STARTED, AuditLog
+from ivr.store.audit import RECORDING_CREATED, RECORDING_NOT_STARTED, AuditLog, NewEntry
 from ivr.store.database import Database
 from ivr.store.models import Call, Recording
 
@@ -90,6 +90,29 @@ WHERE file_name = %(file_name)s AND mixmonitor_id IS DISTINCT FROM %(mixmonitor_
 RETURNING id
 """
 
+# The ends of many calls at once (the dialplan flow's notes): each recording that started,
+# with when and its MixMonitor id (a row already so changes nothing and is not audited
+# again), and each call closed.
+RECORDINGS_STARTED = """
+UPDATE recordings r SET mixmonitor_id = v.mixmonitor_id, started_at = v.at,
+                        stopped_at = v.stopped_at
+FROM unnest(%(file_name)s::text[], %(mixmonitor_id)s::text[], %(at)s::timestamptz[],
+            %(stopped_at)s::timestamptz[]) AS v(file_name, mixmonitor_id, at, stopped_at)
+WHERE r.file_name = v.file_name AND r.mixmonitor_id IS DISTINCT FROM v.mixmonitor_id
+RETURNING r.id, r.file_name
+"""
+
+CLOSE_CALLS = """
+UPDATE calls c SET answered_at = v.answered_at, ended_at = v.ended_at,
+                   end_reason = v.end_reason, notice_completed = v.notice_completed,
+                   agent_answered = v.agent_answered, agent = v.agent, state = 'ended'
+FROM unnest(%(call_id)s::uuid[], %(answered_at)s::timestamptz[], %(ended_at)s::timestamptz[],
+            %(end_reason)s::text[], %(notice_completed)s::boolean[],
+            %(agent_answered)s::boolean[], %(agent)s::text[])
+     AS v(call_id, answered_at, ended_at, end_reason, notice_completed, agent_answered, agent)
+WHERE c.id = v.call_id
+"""
+
 CLOSE_CALL = """
 WITH recording AS (
     UPDATE recordings SET stopped_at = %(ended_at)s
@@ -138,6 +161,24 @@ class ClosedCall:
     agent_answered: bool
     agent: str | None
     state: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartedRecording:
+    """A recording MixMonitor started, as the dialplan noted it when the call ended."""
+
+    file_name: str
+    mixmonitor_id: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EndedCall:
+    """A call that ended, with the recording that ran in it (if any)."""
+
+    call_id: uuid.UUID
+    closed: ClosedCall
+    recording: StartedRecording | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +253,35 @@ class CallRecords:
                 "file_name": file_name, "mixmonitor_id": mixmonitor_id,
                 "at": at})).scalar_one_or_none()
             if self.audit is not None and recording_id is not None:
-                await self.audit.append(connection, "service", "recording_created",
+                await self.audit.append(connection, "service", RECORDING_CREATED,
                                         "recording", str(recording_id), {"file": file_name})
+
+    async def end_many(self, ended: list[EndedCall]) -> None:
+        """Close many calls in one transaction: each recording started (audited as
+        ``recording_created``, once) and stopped when its call ended, each call closed.
+        Four statements whatever their number; all or nothing; again changes nothing."""
+        if not ended:
+            return
+        started = [e for e in ended if e.recording is not None]
+        async with self.db.engine.begin() as connection:
+            result: Any = await connection.exec_driver_sql(RECORDINGS_STARTED, {
+                "file_name": [e.recording.file_name for e in started if e.recording],
+                "mixmonitor_id": [e.recording.mixmonitor_id for e in started if e.recording],
+                "at": [e.recording.started_at for e in started if e.recording],
+                "stopped_at": [e.closed.ended_at for e in started]})
+            created = [(str(row[0]), str(row[1])) for row in result]
+            await connection.exec_driver_sql(CLOSE_CALLS, {
+                "call_id": [e.call_id for e in ended],
+                "answered_at": [e.closed.answered_at for e in ended],
+                "ended_at": [e.closed.ended_at for e in ended],
+                "end_reason": [e.closed.end_reason for e in ended],
+                "notice_completed": [e.closed.notice_completed for e in ended],
+                "agent_answered": [e.closed.agent_answered for e in ended],
+                "agent": [e.closed.agent for e in ended]})
+            if self.audit is not None and created:
+                await self.audit.append_many(connection, [
+                    NewEntry("service", RECORDING_CREATED, "recording", recording_id,
+                             {"file": file_name}) for recording_id, file_name in created])
 
     async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
         """Close the record of a call that lost its task (the service restarted), with

@@ -34,13 +34,20 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from ivr.asterisk.notice_dialplan import notices_dialplan
-from ivr.calls.dialplan_notice import DIALPLAN_CALLS, collect_ended, decide, parse_end, record_end
+from ivr.calls.dialplan_notice import (
+    DIALPLAN_CALLS,
+    collect_ended,
+    decide,
+    parse_end,
+    record_end,
+    record_ends,
+)
 from ivr.calls.inbound import CallDeps
 from ivr.flow.commands import Decision as Decided
 from ivr.notices.catalogue import BuiltSegment, Manifest, load_catalogue
 from ivr.policy.retention import add_months
 from ivr.settings import DatabaseSettings, Settings, UnattendedSettings
-from ivr.store.audit import AuditLog
+from ivr.store.audit import AuditLog, NewEntry
 from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
 from ivr.store.durable import DurableRecords
@@ -705,3 +712,89 @@ def test_the_reports_here_are_the_ones_the_dialplan_writes() -> None:
     parsed = parse_end(CONSENT.note("1795404928.1", decision="consent", recording="no"))
     assert (parsed.channel_id, parsed.decision, parsed.recording, parsed.queued) == (
         "1795404928.1", Decided.CONSENT, None, True)
+
+
+# Many ends at once ---------------------------------------------------------------------------
+async def test_many_ends_together_are_the_same_records_as_one_by_one(
+        deps: CallDeps, database: Database) -> None:
+    """The sweep closes a tick's notes in one transaction: each call as ``record_end``
+    would close it, one audit entry per recording that started, in the chain (which still
+    verifies), missed calls for nobody answering; a call the service never decided is still
+    decided from its note."""
+    recorded, refused, lost = channel(), channel(), channel()
+    numbers = caller(), caller(), caller()
+    files = []
+    for channel_id, scene, number in ((recorded, CONSENT, numbers[0]),
+                                      (refused, REFUSAL, numbers[1])):
+        decided = await decide(deps, channel_id, replace(scene, caller=number).report())
+        assert decided is not None
+        files.append(decided[1])
+    notes = [
+        replace(CONSENT, caller=numbers[0]).note(
+            recorded, decision="consent", recording=str(files[0]), recording_at=10.2,
+            mixmonitor="0x7f00aa", agent="PJSIP/agent1"),
+        replace(REFUSAL, caller=numbers[1]).note(refused, decision="refusal", queued=True,
+                                                 queue_status="TIMEOUT"),
+        replace(HUNG_UP, caller=numbers[2]).note(lost, ended=3.0, queued=False),
+    ]
+    await record_ends(deps, [parse_end(n) for n in notes])
+    await record_ends(deps, [parse_end(n) for n in notes])  # again: nothing changes
+
+    first = await stored(database, recorded)
+    [recording] = first.recordings
+    assert (recording.mixmonitor_id, recording.started_at, recording.stopped_at) == (
+        "0x7f00aa", moment(10.2), moment(95.0))
+    assert [(a.action, a.details) for a in first.audit] == [
+        ("recording_created", {"file": files[0]})]
+    assert (first.call.state, first.call.agent, first.call.notice_completed) == (
+        "ended", "PJSIP/agent1", True)
+    assert first.missed == []
+    second = await stored(database, refused)
+    assert second.recordings == [] and second.call.state == "ended"
+    assert [m.reason for m in second.missed] == ["timeout"]
+    third = await stored(database, lost)
+    assert [d.decision for d in third.decisions] == ["no_consent"]
+    assert (third.call.notice_completed, [m.reason for m in third.missed]) == (
+        False, ["ivr_hangup"])
+    assert (await AuditLog(database).verify()).ok
+
+
+async def test_entries_appended_together_chain_like_one_by_one(database: Database) -> None:
+    """``append_many``: each entry follows the one before it, in the order given, and the
+    whole chain verifies; none is a no-op."""
+    audit = AuditLog(database)
+    async with database.engine.begin() as connection:
+        assert await audit.append_many(connection, []) == 0
+        assert await audit.append_many(connection, [
+            NewEntry("service", "recording_created", "recording", f"r-{n}", {"file": f"{n}"})
+            for n in range(5)]) == 5
+    async with database.session() as session:
+        entries = list((await session.execute(
+            select(AuditEntry).where(AuditEntry.subject_id.like("r-%"))
+            .order_by(AuditEntry.id))).scalars())
+    assert [e.subject_id for e in entries][-5:] == [f"r-{n}" for n in range(5)]
+    tail = entries[-5:]
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(tail))
+    assert (await audit.verify()).ok
+
+
+async def test_a_tick_that_cannot_be_closed_together_is_closed_one_by_one(
+        deps: CallDeps, database: Database, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the one transaction fails, each note is recorded on its own (through the outage
+    journal where PostgreSQL is away): nothing is lost, every note is removed."""
+    first, second = channel(), channel()
+    for channel_id in (first, second):
+        write_note(tmp_path / f"{channel_id}.notice",
+                   replace(HUNG_UP, caller=caller()).note(channel_id, ended=2.0))
+
+    async def refuse(ended: object) -> None:
+        raise RuntimeError("not together")
+
+    monkeypatch.setattr(deps.records, "end_many", refuse)
+    assert await collect_ended(deps) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    for channel_id in (first, second):
+        rows = await stored(database, channel_id)
+        assert rows.call.state == "ended"
+        assert [d.decision for d in rows.decisions] == ["no_consent"]
