@@ -97,7 +97,8 @@ class FastAgiServer:
                 log.warning("FastAGI script unknown", extra={"script": request.script[:64]})
                 return
             session = AgiSession(reader, writer, self.header_timeout)
-            await asyncio.wait_for(handler(request, session), self.handler_timeout)
+            async with asyncio.timeout(self.handler_timeout):  # no task of its own
+                await handler(request, session)
             self.served += 1
         except (TimeoutError, ConnectionError, AgiError) as exc:
             log.warning("FastAGI connection dropped: %s", exc, extra={"peer": str(peer)})

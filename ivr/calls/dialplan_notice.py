@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,7 +177,8 @@ async def decide(deps: CallDeps, channel_id: str, argument: str
                  ) -> tuple[Decision, str | None] | None:
     """Store the decision the report allows; the decision and the file to record into,
     or ``None`` when nothing was stored (nothing is recorded then)."""
-    extra = {"call": channel_id}
+    began = time.monotonic()
+    extra: dict[str, object] = {"call": channel_id}
     try:
         report = parse_report(argument)
         notes.channel_id(channel_id)
@@ -204,7 +206,8 @@ async def decide(deps: CallDeps, channel_id: str, argument: str
         log.exception("decision not stored: nothing will be recorded", extra=extra)
         return None
     log.info("decision stored", extra={**extra, "decision": decided.decision.value,
-                                       "digit": decided.digit, "record": decided.record})
+                                       "digit": decided.digit, "record": decided.record,
+                                       "ms": round((time.monotonic() - began) * 1000, 1)})
     return decided.decision, planned.file_name if planned else None
 
 
@@ -277,9 +280,14 @@ async def record_ends(deps: CallDeps, calls: list[Ended]) -> None:
     decided = [(call, _closing(deps, call)) for call in calls if call.decision is not None]
     await deps.records.end_many([EndedCall(end.opened.id, end.closed, end.started)
                                  for _, end in decided])
+    missed = []
     for call, end in decided:
         await _not_started(deps, call, end)
-        await _after(deps, call, end)
+        if end.started is not None:
+            observe_recording_start(deps, call)
+        if (one := _missed(deps, call, end)) is not None:
+            missed.append(one)
+    await deps.records.record_missed_many(missed)
     for call in calls:
         if call.decision is None:
             await record_end(deps, call)
@@ -298,16 +306,21 @@ async def _after(deps: CallDeps, call: Ended, end: _Closing) -> None:
     """The recording's latency (metrics), and the missed call when nobody answered."""
     if end.started is not None:
         observe_recording_start(deps, call)
+    if (missed := _missed(deps, call, end)) is not None:
+        await deps.records.record_missed(missed)
+
+
+def _missed(deps: CallDeps, call: Ended, end: _Closing) -> Missed | None:
+    """Rule 4: nobody in the call centre answered; the call is to be returned."""
     if end.line is None or call.agent is not None:
-        return
+        return None
     reason = ("ivr_hangup" if not call.queued else
               "timeout" if call.queue_status == "TIMEOUT" else "abandoned")
     caller = describe_caller(call.report.caller, deps.settings.region)
     overloaded = (call.waiting is not None and call.available is not None and is_overloaded(
         call.waiting, call.available, deps.settings.callbacks.overload_callers_per_agent))
-    await deps.records.record_missed(Missed(
-        call_id=end.opened.id, caller=caller.e164, caller_withheld=caller.withheld,
-        reason=reason, overloaded=overloaded, missed_at=call.ended_at))
+    return Missed(call_id=end.opened.id, caller=caller.e164, caller_withheld=caller.withheld,
+                  reason=reason, overloaded=overloaded, missed_at=call.ended_at)
 
 
 def observe_recording_start(deps: CallDeps, call: Ended) -> None:

@@ -128,22 +128,35 @@ class Callbacks:
         stored again (a journal replay) changes nothing. (Statements sent as they are:
         every missed call runs them, and building them cost more CPU than running them.)"""
         async with self.db.engine.begin() as connection:
-            known = (await connection.exec_driver_sql(
-                KNOWN_MISSED, {"call_id": missed.call_id})).first()
-            if known is not None:
-                return cast(uuid.UUID | None, known[0])
-            callback_id: uuid.UUID | None = None
-            if missed.caller is not None:
-                callback_id = await self._open_callback(connection, missed)
-            await connection.exec_driver_sql(INSERT_MISSED, {
-                "id": uuid.uuid4(), "call_id": missed.call_id, "callback_id": callback_id,
-                "caller": missed.caller, "caller_withheld": missed.caller_withheld,
-                "reason": missed.reason, "overloaded": missed.overloaded,
-                "missed_at": missed.missed_at})
-            if missed.caller is None or callback_id is None:
-                return None  # a withheld number cannot be called back: the row says so
-            await self._refresh(connection, callback_id, missed.caller)
-            return callback_id
+            return await self._record_missed(connection, missed)
+
+    async def record_missed_many(self, missed: list[Missed]) -> None:
+        """Many missed calls in one transaction, as ``record_missed`` would store each (by
+        caller, so that two such transactions lock callbacks in the same order)."""
+        if not missed:
+            return
+        async with self.db.engine.begin() as connection:
+            for one in sorted(missed, key=lambda m: (m.caller or "", str(m.call_id))):
+                await self._record_missed(connection, one)
+
+    async def _record_missed(self, connection: AsyncConnection,
+                         missed: Missed) -> uuid.UUID | None:
+        known = (await connection.exec_driver_sql(
+            KNOWN_MISSED, {"call_id": missed.call_id})).first()
+        if known is not None:
+            return cast(uuid.UUID | None, known[0])
+        callback_id: uuid.UUID | None = None
+        if missed.caller is not None:
+            callback_id = await self._open_callback(connection, missed)
+        await connection.exec_driver_sql(INSERT_MISSED, {
+            "id": uuid.uuid4(), "call_id": missed.call_id, "callback_id": callback_id,
+            "caller": missed.caller, "caller_withheld": missed.caller_withheld,
+            "reason": missed.reason, "overloaded": missed.overloaded,
+            "missed_at": missed.missed_at})
+        if missed.caller is None or callback_id is None:
+            return None  # a withheld number cannot be called back: the row says so
+        await self._refresh(connection, callback_id, missed.caller)
+        return callback_id
 
     async def _open_callback(self, connection: AsyncConnection, missed: Missed) -> uuid.UUID:
         """The caller's open callback, opened now if there is none, locked. An open one

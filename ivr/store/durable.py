@@ -104,6 +104,10 @@ class DurableRecords:
     async def recording_not_started(self, file_name: str, at: datetime) -> None:
         await self.records.recording_not_started(file_name, at)
 
+    async def record_missed_many(self, missed: list[Missed]) -> None:
+        """Many missed calls in one transaction (PostgreSQL only, like ``end_many``)."""
+        await self.callbacks.record_missed_many(missed)
+
     async def end_many(self, ended: list[EndedCall]) -> None:
         """Many calls closed in one transaction; on any failure the caller closes them one
         by one (``close``, ``recording_started``: through the journal)."""
