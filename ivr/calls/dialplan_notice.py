@@ -20,6 +20,7 @@ handled twice changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -56,6 +57,9 @@ END_FIELDS = (*HEARD_FIELDS, "channel", "ended", "decision", "recording", "recor
               "mixmonitor", "agent", "queue_status", "queued", "cause", "waiting",
               "available")
 MAX_PLAYED = 16
+# Closing many calls at once yields to the event loop this often, so that a decision the
+# dialplan waits for is not held up behind a sweep's preparations.
+YIELD_EVERY = 4
 _PLAYED = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})@([0-9.]{1,20})@([0-9.]{0,20})$")
 _DIGIT = re.compile(r"^[0-9*#]?$")
 _FILE = re.compile(r"^[0-9a-f-]{36}\.[a-z0-9]{1,8}$")
@@ -277,16 +281,22 @@ async def record_ends(deps: CallDeps, calls: list[Ended]) -> None:
     """Many notes at once. The calls whose decision the service stored are closed in one
     transaction (``CallRecords.end_many``: PostgreSQL only; if it fails, the caller records
     the notes one by one, through the outage journal); the others one by one."""
-    decided = [(call, _closing(deps, call)) for call in calls if call.decision is not None]
+    decided = []
+    for n, call in enumerate(c for c in calls if c.decision is not None):
+        decided.append((call, _closing(deps, call)))
+        if n % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # decisions waiting on the event loop go first
     await deps.records.end_many([EndedCall(end.opened.id, end.closed, end.started)
                                  for _, end in decided])
     missed = []
-    for call, end in decided:
+    for n, (call, end) in enumerate(decided):
         await _not_started(deps, call, end)
         if end.started is not None:
             observe_recording_start(deps, call)
         if (one := _missed(deps, call, end)) is not None:
             missed.append(one)
+        if n % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
     await deps.records.record_missed_many(missed)
     for call in calls:
         if call.decision is None:
