@@ -45,6 +45,8 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "ari_password": settings.ari.password.get_secret_value(),
         "ami_user": settings.ami.username,
         "ami_secret": settings.ami.secret.get_secret_value(),
+        "ami_read": ("system" if settings.dialplan.inbound_flow == "dialplan"
+                     else "agent,system"),
         "app": settings.ari.app,
         "queue_context": settings.dialplan.queue_context,
         "unconfigured_context": settings.dialplan.unconfigured_context,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ivr.policy.numbers import InvalidNumber, caller_e164
 from ivr.store.models import CALLER_RAW_MAX
@@ -22,6 +23,9 @@ def printable(raw: str, limit: int = CALLER_RAW_MAX) -> str:
     return cleaned[:limit]
 
 
+# Pure, and asked about the same numbers more than once (a call's decision and its end;
+# the few numbers of the lines): remembered, for the CPU a number's parse costs.
+@lru_cache(maxsize=8192)
 def describe_caller(raw: str, region: str) -> CallerId:
     try:
         e164 = caller_e164(raw, region)

@@ -177,6 +177,17 @@ def test_ami_reads_only_agent_and_system_events(rendered: dict[str, Path]) -> No
     assert _value(manager, "ivr", "read") == "agent,system"
 
 
+def test_ami_reads_only_system_events_when_the_dialplan_plays_the_notice(
+        tmp_path: Path, test_settings: Settings) -> None:
+    """The dialplan flow learns who answered from the call's end note: queue events would
+    cost Asterisk and the service CPU for nothing."""
+    settings = test_settings.model_copy(update={"dialplan": test_settings.dialplan.model_copy(
+        update={"inbound_flow": "dialplan"})})
+    files = {p.name: p for p in render(settings, tmp_path / "etc", SITE, EXTRA)}
+    manager = _sections(files["manager.conf"].read_text())
+    assert _value(manager, "ivr", "read") == "system"
+
+
 def test_asterisk_system_name_is_the_node(rendered: dict[str, Path],
                                           test_settings: Settings) -> None:
     """Channel ids carry the node: two nodes on one database never make the same id."""
