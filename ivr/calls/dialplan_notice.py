@@ -305,9 +305,11 @@ async def record_ends(deps: CallDeps, calls: list[Ended]) -> None:
 
 async def _not_started(deps: CallDeps, call: Ended, end: _Closing) -> None:
     """A recording the decision allowed that the dialplan never started (the caller left
-    first, or the service's answer never reached the dialplan): the row says so."""
+    first, or the service's answer never reached the dialplan, or reached it just as the
+    caller left: the note may then carry the decision but not the file): the row says so.
+    (No row, no change.)"""
     if end.started is None and (call.recording is not None or (
-            call.decision is None and end.report is not None and end.report.decision.records)):
+            end.report is not None and end.report.decision.records)):
         await deps.records.recording_not_started(
             f"{end.opened.id}.{deps.settings.recordings.format}", call.ended_at)
 

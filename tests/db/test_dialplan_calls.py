@@ -525,19 +525,22 @@ async def test_consent_after_the_whole_notice_in_e164_form(
     assert (recording.started_at, recording.stopped_at) == (moment(22.3), moment(95.0))
 
 
-@pytest.mark.parametrize("told", [True, False], ids=["decision-told", "decision-lost"])
+@pytest.mark.parametrize("told", ["all", "decision only", "nothing"])
 async def test_a_recording_allowed_but_never_started_says_so(
-        deps: CallDeps, database: Database, told: bool) -> None:
+        deps: CallDeps, database: Database, told: str) -> None:
     """The decision allowed a recording, but MixMonitor never started (the caller left
-    first, or the service's answer never reached the dialplan): the row stays, marked not
-    started (and audited), with no file to delete; the call is closed."""
+    first, or the service's answer never reached the dialplan, or reached it as the caller
+    left: between the dialplan's taking the decision and the file): the row stays, marked
+    not started (and audited), with no file to delete; the call is closed."""
     channel_id, number = channel(), caller()
     scene = replace(CONSENT, caller=number)
     decided = await decide(deps, channel_id, scene.report())
     assert decided is not None and decided[1] is not None
-    if told:
+    if told == "all":
         note = scene.note(channel_id, ended=10.1, decision="consent", recording=decided[1],
                           queued=False)
+    elif told == "decision only":
+        note = scene.note(channel_id, ended=10.1, decision="consent", queued=False)
     else:
         note = scene.note(channel_id, ended=10.1, queued=False)
     await record_end(deps, parse_end(note))
