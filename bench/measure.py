@@ -23,11 +23,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def postgres_cpu_seconds() -> float:
+def postgres_cpu() -> dict[int, float]:
     """User + system CPU seconds so far of every PostgreSQL process on this machine (the
-    server, its backends and workers; a backend that exited between two readings is not
-    counted: the service's pooled connections stay)."""
-    total = 0.0
+    server, its backends and workers), by pid."""
+    found: dict[int, float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -35,8 +34,15 @@ def postgres_cpu_seconds() -> float:
             with open(f"/proc/{entry.name}/comm") as comm:
                 if comm.read().strip() != "postgres":
                     continue
-            total += cpu_seconds(int(entry.name))
-    return total
+            found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
+def postgres_cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """PostgreSQL's CPU seconds between two readings: each process's own growth (one that
+    started in between counts whole; one that ended in between is not seen, so a short-lived
+    backend's work may be missed, never counted twice or negative)."""
+    return sum(max(0.0, spent - before.get(pid, 0.0)) for pid, spent in after.items())
 
 
 def rss_mb(pid: int) -> float:

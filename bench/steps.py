@@ -27,7 +27,8 @@ from bench.measure import (
     MemorySampler,
     cpu_seconds,
     percentile,
-    postgres_cpu_seconds,
+    postgres_cpu,
+    postgres_cpu_between,
     transactions,
 )
 from testpbx.sipp import Pause, Press, Sipp
@@ -83,8 +84,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     prefix = f"031{index:02d}"
     started_wall = time.time()
     log_offset = ctx.service_log.stat().st_size if ctx.service_log.exists() else 0
-    cpu_before = (cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid),
-                  postgres_cpu_seconds())
+    cpu_before = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    postgres_before = postgres_cpu()
     xact_before = await transactions(ctx.engine, ctx.database)
     stop = asyncio.Event()
     memory = MemorySampler(ctx.service_pid)
@@ -99,8 +100,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     finally:
         stop.set()
         await sampler
-    cpu_after = (cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid),
-                 postgres_cpu_seconds())
+    cpu_after = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    postgres_spent = postgres_cpu_between(postgres_before, postgres_cpu())
     xact_after = await transactions(ctx.engine, ctx.database)
     attempted = info["attempted"] + rfc["attempted"]
     succeeded = info["succeeded"] + rfc["succeeded"]
@@ -120,8 +121,7 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
         row |= {
             "service_cpu_s_per_call": round((cpu_after[1] - cpu_before[1]) / max(1, attempted),
                                             4),
-            "postgres_cpu_s_per_call": round((cpu_after[2] - cpu_before[2])
-                                             / max(1, attempted), 4),
+            "postgres_cpu_s_per_call": round(postgres_spent / max(1, attempted), 4),
             "db_transactions_per_call": round((xact_after - xact_before) / max(1, attempted), 2),
             "service_peak_rss_mb": round(memory.peak_mb, 1),
             "service_kb_per_concurrent_call": round(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.measure import percentile
+from bench.measure import percentile, postgres_cpu_between
 from bench.report import capacity, markdown, summary, write_reports
 from bench.steps import Timing, peak_concurrency
 
@@ -68,3 +68,12 @@ def test_peak_concurrency_counts_calls_held_at_once() -> None:
     # One ends at 4 s as another starts: an end is counted first, so never 3 until 5 s.
     assert peak_concurrency(rows) == 3
     assert peak_concurrency([]) == 0
+
+
+def test_postgres_cpu_counts_each_process_growth_never_negative() -> None:
+    """A backend that ended between two readings is not seen (its CPU cannot be read any
+    more); one that started counts whole; none makes the figure negative."""
+    before = {10: 5.0, 11: 2.0, 12: 1.0}
+    after = {10: 5.5, 12: 1.25, 13: 0.5}
+    assert postgres_cpu_between(before, after) == 0.5 + 0.25 + 0.5
+    assert postgres_cpu_between(before, {}) == 0.0
