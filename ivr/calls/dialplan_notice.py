@@ -39,7 +39,6 @@ from ivr.calls.unattended import queue_status
 from ivr.flow.commands import Decision, PlayedSegment, Receipt
 from ivr.flow.dialplan_notice import Heard, receipt
 from ivr.flow.inbound import Segment
-from ivr.metrics.in_process import Step
 from ivr.policy.callbacks import overloaded as is_overloaded
 from ivr.policy.lines import LineRef
 from ivr.store.callbacks import Missed
@@ -336,18 +335,11 @@ def _missed(deps: CallDeps, call: Ended, end: _Closing) -> Missed | None:
 
 
 def observe_recording_start(deps: CallDeps, call: Ended) -> None:
-    """As the ARI flow does: from the digit when it came after the notice, else from the
-    notice's end, to MixMonitor's start (both the dialplan's clock)."""
-    heard, started = call.report.heard, call.recording_at
-    if started is None or heard.notice_ended_at is None:
-        return
-    if heard.digit_at is not None and heard.digit_at > heard.notice_ended_at:
-        step, since = Step.DIGIT_TO_RECORDING, heard.digit_at
-    else:
-        step, since = Step.NOTICE_END_TO_RECORDING, heard.notice_ended_at
-    waited = (started - since).total_seconds()
-    if waited >= 0:
-        deps.metrics.observe_step(step, waited)
+    """As the ARI flow does, from the dialplan's own times."""
+    if call.recording_at is not None:
+        heard = call.report.heard
+        deps.metrics.observe_recording_start(heard.notice_ended_at, heard.digit_at,
+                                             call.recording_at)
 
 
 async def collect_ended(deps: CallDeps) -> int:

@@ -404,7 +404,7 @@ class InboundCallRunner:
             log.error("recording did not start: %s", exc, extra=self.log_extra)
             return ev.RecordingFailed(str(exc), now())
         started = now()
-        self.observe_recording_start(call, started)
+        self.deps.metrics.observe_recording_start(call.notice_ended_at, call.digit_at, started)
         log.info("recording started", extra={**self.log_extra, "file": self.recording_file})
         try:
             await self.deps.records.recording_started(self.recording_file, mixmonitor_id,
@@ -412,20 +412,6 @@ class InboundCallRunner:
         except Exception:
             log.exception("could not store the MixMonitor id", extra=self.log_extra)
         return ev.RecordingStarted(mixmonitor_id, started)
-
-    def observe_recording_start(self, call: InboundCall, started: datetime) -> None:
-        """How long the recording waited: from the notice's end when the decision was
-        known by then (sales, a digit during the notice), else from the digit. Asterisk's
-        event times and this clock can differ: a negative wait is not observed."""
-        if call.notice_ended_at is None:
-            return
-        if call.digit_at is not None and call.digit_at > call.notice_ended_at:
-            step, since = Step.DIGIT_TO_RECORDING, call.digit_at
-        else:
-            step, since = Step.NOTICE_END_TO_RECORDING, call.notice_ended_at
-        waited = (started - since).total_seconds()
-        if waited >= 0:
-            self.deps.metrics.observe_step(step, waited)
 
     async def close(self, command: cmd.CloseCall, state: str) -> None:
         closed = ClosedCall(

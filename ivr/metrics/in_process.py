@@ -5,6 +5,7 @@ by the composition root and passed to whatever observes."""
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -48,6 +49,22 @@ class Metrics:
 
     def ami_reconnected(self) -> None:
         self._ami_reconnects.inc()
+
+    def observe_recording_start(self, notice_ended_at: datetime | None,
+                                digit_at: datetime | None, started: datetime) -> None:
+        """How long the recording waited: from the notice's end when the decision was
+        known by then (sales, a digit during the notice), else from the digit. The clocks
+        of the times can differ (Asterisk's, the service's): a negative wait is not
+        observed."""
+        if notice_ended_at is None:
+            return
+        if digit_at is not None and digit_at > notice_ended_at:
+            step, since = Step.DIGIT_TO_RECORDING, digit_at
+        else:
+            step, since = Step.NOTICE_END_TO_RECORDING, notice_ended_at
+        waited = (started - since).total_seconds()
+        if waited >= 0:
+            self.observe_step(step, waited)
 
     def observe_step(self, step: Step | str, seconds: float) -> None:
         """Record that ``step`` took ``seconds``. An unknown step or a negative, infinite or
