@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 64
-_HEADER = re.compile(r"^agi_([a-z_0-9]{1,32}): ?(.{0,512})$")
+_HEADER = re.compile(r"^agi_([a-z_0-9]{1,32}): ?(.{0,2048})$")  # a report: up to 2 KB
 _REPLY = re.compile(r"^(\d{3}) result=(-?\S*)(?: \((.*)\))?")
 _VARIABLE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _VALUE = re.compile(r"^[A-Za-z0-9 _.:+@-]{0,200}$")

@@ -96,3 +96,12 @@ def test_replies_and_requests_parse_or_refuse() -> None:
     for bad in (b"", b"not a header", b"agi_x: y\nfoo", b"\xff: x"):
         with pytest.raises(AgiError):
             AgiRequest.parse(bad)
+
+
+def test_a_long_argument_is_one_header() -> None:
+    """The dialplan flow's report (every segment played, with its times, and the caller as
+    it arrived) can pass 512 characters: a header value may hold 2 KB."""
+    report = "v=1&played=" + "service-question@1795414187.123@1795414195.456~" * 40
+    request = AgiRequest.parse(f"agi_network_script: notice-decision\nagi_arg_1: {report}\n"
+                               .encode())
+    assert request.get("arg_1") == report
