@@ -27,6 +27,8 @@ NOW = "${STRFTIME(,UTC,%s.%3q)}"
 END_CONTEXT = "ivr-notice-end"
 SCRIPT = "notice-decision"
 DIGIT_EXTENSIONS = "_[12]"
+# The caller ID as it arrived, cut to what a report or a note can carry.
+CALLER = "${URIENCODE(${CALLERID(num):0:128})}"
 
 
 def context_name(notice: str) -> str:
@@ -54,7 +56,9 @@ def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
     question = next((s.id for s in segments if s.question), None)
     lines = [
         f"[{context_name(notice)}]",
-        "exten => s,1,Answer()",
+        # A channel that comes back here has had its notice: on to its queue, unrecorded.
+        'exten => s,1,GotoIf($["${IVR_ENTERED}" != ""]?@@queue_context@@,${IVR_QUEUE},1)',
+        " same => n,Answer()",
         f" same => n,Set(IVR_ENTERED={NOW})",
         f" same => n,Set(CHANNEL(hangup_handler_push)={END_CONTEXT},s,1)",
         " same => n,Set(IVR_RECORD=no)",
@@ -88,17 +92,18 @@ def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
         ]
     lines += [
         "; the service stores the decision first; it names the file only if it allows one",
-        f"exten => decide,1,AGI(agi://@@fastagi@@/{SCRIPT},v=1&entered=${{IVR_ENTERED}}"
-        "&dialled=${URIENCODE(${IVR_DIALLED})}&caller=${URIENCODE(${CALLERID(num)})}"
+        "exten => decide,1,Set(IVR_DECIDED=)",
+        f" same => n,AGI(agi://@@fastagi@@/{SCRIPT},v=1&entered=${{IVR_ENTERED}}"
+        f"&dialled=${{URIENCODE(${{IVR_DIALLED}})}}&caller={CALLER}"
         "&played=${IVR_PLAYED}&digit=${IVR_DIGIT}&digit_at=${IVR_DIGIT_AT}"
         "&notice_end=${IVR_NOTICE_END})",
         ' same => n,GotoIf($["${IVR_DECIDED}" = ""]?queue)',
         " same => n,Set(IVR_DECISION=${CUT(IVR_DECIDED,:,1)})",
         " same => n,Set(IVR_RECORD=${CUT(IVR_DECIDED,:,2)})",
         ' same => n,GotoIf($["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue)',
-        " same => n,MixMonitor(@@recordings_dir@@/${IVR_RECORD},i(IVR_MIXMONITOR_ID))",
         f" same => n,Set(IVR_RECORDING_AT={NOW})",
-        ' same => n(queue),Set(IVR_RECORDED=${IF($["${IVR_RECORDING_AT}" = ""]?no:yes)})',
+        " same => n,MixMonitor(@@recordings_dir@@/${IVR_RECORD},i(IVR_MIXMONITOR_ID))",
+        ' same => n(queue),Set(IVR_RECORDED=${IF($["${IVR_MIXMONITOR_ID}" = ""]?no:yes)})',
         " same => n,Set(IVR_QUEUED=1)",
         " same => n,Goto(@@queue_context@@,${IVR_QUEUE},1)",
     ]
@@ -114,7 +119,7 @@ def end_context() -> list[str]:
         " same => n,Set(FILE(@@unattended_dir@@/${UNIQUEID}.notice,,,a)=v=1"
         "&channel=${URIENCODE(${UNIQUEID})}&entered=${IVR_ENTERED}"
         f"&ended={NOW}&dialled=${{URIENCODE(${{IVR_DIALLED}})}}"
-        "&caller=${URIENCODE(${CALLERID(num)})}&played=${IVR_PLAYED}&digit=${IVR_DIGIT}"
+        f"&caller={CALLER}&played=${{IVR_PLAYED}}&digit=${{IVR_DIGIT}}"
         "&digit_at=${IVR_DIGIT_AT}&notice_end=${IVR_NOTICE_END}&decision=${IVR_DECISION}"
         "&recording=${IVR_RECORD}&recording_at=${IVR_RECORDING_AT}"
         "&mixmonitor=${URIENCODE(${IVR_MIXMONITOR_ID})}&agent=${URIENCODE(${MEMBERNAME})}"

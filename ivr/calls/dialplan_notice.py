@@ -202,11 +202,17 @@ async def decide(deps: CallDeps, channel_id: str, argument: str
         if decided is None:
             await deps.records.open(opened)
             return None  # a sales caller who was not told: no decision, no recording
-        await deps.records.store_decision(opened.id, line.kind.value, decided,
-                                          prompts_played(deps.manifest, decided), planned,
-                                          call=opened)
+        stored = await deps.records.store_decision(
+            opened.id, line.kind.value, decided, prompts_played(deps.manifest, decided),
+            planned, call=opened)
     except Exception:
         log.exception("decision not stored: nothing will be recorded", extra=extra)
+        return None
+    if stored is False:
+        # The call was decided before (a report again, or not the dialplan's): what is
+        # stored is not this decision, so this answer allows nothing.
+        log.error("the call was already decided: nothing recorded on this report",
+                  extra=extra)
         return None
     log.info("decision stored", extra={**extra, "decision": decided.decision.value,
                                        "digit": decided.digit, "record": decided.record,
@@ -244,9 +250,11 @@ def _closing(deps: CallDeps, call: Ended) -> _Closing:
     report = None if line is None else _receipt(deps, line, call.report, call.ended_at,
                                                 call_over=True)
     started = None
-    if call.recording is not None and call.recording_at is not None:
-        started = StartedRecording(call.recording, call.mixmonitor_id or "dialplan",
-                                   call.recording_at)
+    if call.recording is not None and call.mixmonitor_id is not None:
+        # MixMonitor's id is the proof it started (set by MixMonitor itself, even when the
+        # caller leaves at once); the time was taken just before it.
+        started = StartedRecording(call.recording, call.mixmonitor_id,
+                                   call.recording_at or call.ended_at)
     closed = ClosedCall(
         answered_at=call.report.entered_at, ended_at=call.ended_at,
         end_reason=f"ended in the dialplan (cause {call.cause or 'unknown'})",
@@ -290,13 +298,14 @@ async def record_ends(deps: CallDeps, calls: list[Ended]) -> None:
     missed = []
     for n, (call, end) in enumerate(decided):
         await _not_started(deps, call, end)
-        if end.started is not None:
-            observe_recording_start(deps, call)
         if (one := _missed(deps, call, end)) is not None:
             missed.append(one)
         if n % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     await deps.records.record_missed_many(missed)
+    for call, end in decided:  # once all is stored (a fallback would count them again)
+        if end.started is not None:
+            observe_recording_start(deps, call)
     for call in calls:
         if call.decision is None:
             await record_end(deps, call)
@@ -309,8 +318,12 @@ async def _not_started(deps: CallDeps, call: Ended, end: _Closing) -> None:
     (No row, no change.)"""
     if end.started is None and (call.recording is not None or (
             end.report is not None and end.report.decision.records)):
-        await deps.records.recording_not_started(
-            f"{end.opened.id}.{deps.settings.recordings.format}", call.ended_at)
+        file_name = call.recording or f"{end.opened.id}.{deps.settings.recordings.format}"
+        try:
+            await deps.records.recording_not_started(file_name, call.ended_at)
+        except Exception as exc:  # PostgreSQL only: the row stays planned, the call closes
+            log.warning("recording not marked as not started: %s", str(exc)[:200],
+                        extra={"file": file_name})
 
 
 async def _after(deps: CallDeps, call: Ended, end: _Closing) -> None:

@@ -72,11 +72,14 @@ class DurableRecords:
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
                              inherited_from: uuid.UUID | None = None,
-                             call: OpenedCall | None = None) -> None:
-        await self._store(DecisionEntry(
+                             call: OpenedCall | None = None) -> bool | None:
+        """With ``call``: ``False`` when PostgreSQL already held the call (nothing stored),
+        ``None`` when the decision waits in the journal."""
+        stored = await self._store(DecisionEntry(
             call_id=call_id, line_kind=line_kind, receipt=receipt,
             prompts_played=prompts_played, recording=recording,
             inherited_from=inherited_from, call=call))
+        return stored if isinstance(stored, bool) else None
 
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:
@@ -106,12 +109,25 @@ class DurableRecords:
 
     async def record_missed_many(self, missed: list[Missed]) -> None:
         """Many missed calls in one transaction (PostgreSQL only, like ``end_many``)."""
-        await self.callbacks.record_missed_many(missed)
+        self._together()
+        async with asyncio.timeout(self._together_timeout):
+            await self.callbacks.record_missed_many(missed)
 
     async def end_many(self, ended: list[EndedCall]) -> None:
-        """Many calls closed in one transaction; on any failure the caller closes them one
-        by one (``close``, ``recording_started``: through the journal)."""
-        await self.records.end_many(ended)
+        """Many calls closed in one transaction, PostgreSQL only: while the journal holds
+        entries (their calls may not be in PostgreSQL yet), or on any failure, the caller
+        closes them one by one (``close``, ``recording_started``: through the journal)."""
+        self._together()
+        async with asyncio.timeout(self._together_timeout):
+            await self.records.end_many(ended)
+
+    @property
+    def _together_timeout(self) -> float:
+        return max(10.0, 5 * self.timeout)
+
+    def _together(self) -> None:
+        if self.journal is not None and self.journal.pending():
+            raise RuntimeError("the journal holds entries: one by one, behind them")
 
     # PostgreSQL or the journal -------------------------------------------------------------
     async def _store(self, entry: Entry) -> Any:

@@ -56,7 +56,8 @@ FROM decision WHERE calls.id = decision.call_id
 
 # The dialplan flow: the call, opened already decided, with its decision and the recording
 # it allows, in one statement. (The decision's row refers to a call inserted by the same
-# statement: the foreign key is checked at its end.) A replay inserts nothing.
+# statement: the foreign key is checked at its end.) A replay inserts nothing, and says
+# so: 0 decisions inserted.
 OPEN_AND_DECIDE = """
 WITH call AS (
     INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
@@ -76,11 +77,13 @@ WITH call AS (
            %(question_started_at)s, %(decided_at)s, %(inherited_from)s
     FROM call
     RETURNING call_id
+), recording AS (
+    INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
+    SELECT %(recording_id)s, call_id, %(basis)s, %(file_name)s, %(recording_started_at)s,
+           %(expires_at)s
+    FROM decision WHERE %(recording)s
 )
-INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
-SELECT %(recording_id)s, call_id, %(basis)s, %(file_name)s, %(recording_started_at)s,
-       %(expires_at)s
-FROM decision WHERE %(recording)s
+SELECT count(*) FROM decision
 """
 
 # A MixMonitor id already stored (a replay) changes nothing and is not audited again.
@@ -210,12 +213,14 @@ class CallRecords:
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
                              inherited_from: uuid.UUID | None = None,
-                             call: OpenedCall | None = None) -> None:
+                             call: OpenedCall | None = None) -> bool | None:
         """Commit the receipt (and the recording it allows) in one statement, so in one
         transaction. A callback's receipt names the call whose decision it inherits (rule
         5). A call's decision is stored once: storing it again (a journal replay) changes
         nothing. With ``call``: the call is opened by the same statement (the dialplan
-        flow, whose call is first known with its decision)."""
+        flow, whose call is first known with its decision); then it says whether this
+        statement stored it (``False``: the call was there already, and what it holds is
+        not this decision's)."""
         parameters = {
             "decision_id": uuid.uuid4(), "call_id": call_id,
             "decision": receipt.decision.value, "line_kind": line_kind,
@@ -237,7 +242,8 @@ class CallRecords:
             statement = OPEN_AND_DECIDE
             parameters |= self._call_parameters(call, "inbound")
         async with self.db.autocommit.connect() as connection:
-            await connection.exec_driver_sql(statement, parameters)
+            result: Any = await connection.exec_driver_sql(statement, parameters)
+            return bool(result.scalar_one()) if call is not None else None
 
     def _call_parameters(self, call: OpenedCall, direction: str) -> dict[str, Any]:
         return {"channel_id": call.channel_id, "linkedid": call.linkedid,
@@ -259,18 +265,20 @@ class CallRecords:
     async def end_many(self, ended: list[EndedCall]) -> None:
         """Close many calls in one transaction: each recording started (audited as
         ``recording_created``, once) and stopped when its call ended, each call closed.
-        Four statements whatever their number; all or nothing; again changes nothing."""
+        Five statements whatever their number (two with the audit entries); all or
+        nothing; again changes nothing. A call not in PostgreSQL fails it all."""
         if not ended:
             return
         started = [e for e in ended if e.recording is not None]
+        recordings = [e.recording for e in started if e.recording is not None]
         async with self.db.engine.begin() as connection:
             result: Any = await connection.exec_driver_sql(RECORDINGS_STARTED, {
-                "file_name": [e.recording.file_name for e in started if e.recording],
-                "mixmonitor_id": [e.recording.mixmonitor_id for e in started if e.recording],
-                "at": [e.recording.started_at for e in started if e.recording],
+                "file_name": [r.file_name for r in recordings],
+                "mixmonitor_id": [r.mixmonitor_id for r in recordings],
+                "at": [r.started_at for r in recordings],
                 "stopped_at": [e.closed.ended_at for e in started]})
             created = [(str(row[0]), str(row[1])) for row in result]
-            await connection.exec_driver_sql(CLOSE_CALLS, {
+            closed = await connection.exec_driver_sql(CLOSE_CALLS, {
                 "call_id": [e.call_id for e in ended],
                 "answered_at": [e.closed.answered_at for e in ended],
                 "ended_at": [e.closed.ended_at for e in ended],
@@ -278,6 +286,9 @@ class CallRecords:
                 "notice_completed": [e.closed.notice_completed for e in ended],
                 "agent_answered": [e.closed.agent_answered for e in ended],
                 "agent": [e.closed.agent for e in ended]})
+            if closed.rowcount != len(ended):
+                raise LookupError(f"{len(ended) - closed.rowcount} of {len(ended)} calls are "
+                                  "not in PostgreSQL")
             if self.audit is not None and created:
                 await self.audit.append_many(connection, [
                     NewEntry("service", RECORDING_CREATED, "recording", recording_id,

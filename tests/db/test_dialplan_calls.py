@@ -51,6 +51,7 @@ from ivr.store.audit import AuditLog, NewEntry
 from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
 from ivr.store.durable import DurableRecords
+from ivr.store.journal import CloseOrphanEntry, Journal
 from ivr.store.models import AuditEntry, Call, Callback, Decision, MissedCall, Recording
 from ivr.store.receipts import CallRecords
 
@@ -282,12 +283,13 @@ async def test_consent_is_stored_with_its_proof_before_the_file_is_named(
 
 async def test_the_same_report_twice_is_one_call_one_decision_one_file(
         deps: CallDeps, database: Database) -> None:
-    """A report handled twice (FastAGI retried) names the same file and stores nothing
-    more: the call's id comes from the node and the channel."""
+    """A report handled twice stores nothing more (the call's id comes from the node and
+    the channel), and the second answer allows nothing: what is stored is the first
+    report's decision, not this one's."""
     channel_id = channel()
     first = await decide(deps, channel_id, CONSENT.report())
     rows = await stored(database, channel_id)
-    assert await decide(deps, channel_id, CONSENT.report()) == first
+    assert await decide(deps, channel_id, CONSENT.report()) is None
     again = await stored(database, channel_id)
     assert first is not None and first[1] == f"{rows.call.id}.wav"
     assert [c.id for c in again.calls] == [rows.call.id]
@@ -801,3 +803,30 @@ async def test_a_tick_that_cannot_be_closed_together_is_closed_one_by_one(
         rows = await stored(database, channel_id)
         assert rows.call.state == "ended"
         assert [d.decision for d in rows.decisions] == ["no_consent"]
+
+
+async def test_ends_wait_behind_the_journal_and_a_call_not_stored_fails_the_batch(
+        deps: CallDeps, database: Database, tmp_path: Path) -> None:
+    """While the outage journal holds entries, the calls they open may not be in PostgreSQL
+    yet: closing together is refused (the notes go one by one, behind the journal). And a
+    batch naming a call PostgreSQL does not hold is undone as a whole."""
+    journal = Journal(tmp_path / "journal")
+    records = DurableRecords(CallRecords(database, AuditLog(database), NODE),
+                             Callbacks(database, 60), journal)
+    await journal.append(CloseOrphanEntry(channel_id="gone", reason="test", at=moment(0)))
+    with pytest.raises(RuntimeError, match="journal"):
+        await records.end_many([])
+    with pytest.raises(RuntimeError, match="journal"):
+        await records.record_missed_many([])
+
+    known, unknown = channel(), channel()
+    decided = await decide(deps, known, CONSENT.report())
+    assert decided is not None
+    ends = [parse_end(CONSENT.note(known, decision="consent", recording=str(decided[1]),
+                                   recording_at=10.2, mixmonitor="0x7f01", agent="a")),
+            parse_end(CONSENT.note(unknown, decision="consent", agent="a"))]
+    with pytest.raises(LookupError, match="1 of 2 calls"):
+        await record_ends(deps, ends)
+    rows = await stored(database, known)
+    assert rows.call.ended_at is None and rows.recordings[0].mixmonitor_id is None
+    assert rows.audit == []

@@ -160,7 +160,10 @@ def test_rule_1_the_hangup_handler_and_no_recording_are_set_before_anything_play
         dialplan: Dialplan, settings: Settings, notice: str) -> None:
     steps = dialplan[f"ivr-notice-{notice}"]
     first_play = steps.index(_plays(steps)[0])
-    assert steps[0] == Step("s", None, "Answer", "")
+    # A channel that comes back has had its notice: on to its queue, nothing pushed again.
+    assert steps[0] == Step("s", None, "GotoIf", '$["${IVR_ENTERED}" != ""]?'
+                            f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
+    assert steps[1] == Step("s", None, "Answer", "")
     assert _index(steps, "Set", f"CHANNEL(hangup_handler_push)={END},s,1") < first_play
     assert _index(steps, "Set", "IVR_RECORD=no") < first_play
     # Nothing in the dialplan names a file to record into: only the service does (AGI).
@@ -174,24 +177,27 @@ def test_rule_1_mixmonitor_only_after_the_decision_and_only_into_the_services_fi
     steps = dialplan[f"ivr-notice-{notice}"]
     decide = [s for s in steps if s.exten == "decide"]
     fastagi = f"{settings.fastagi.bind_address}:{settings.fastagi.port}"
-    assert decide[0].app == "AGI"
-    assert decide[0].args.startswith(f"agi://{fastagi}/{SCRIPT},")
+    # No answer from before counts: cleared, then asked.
+    assert decide[0] == Step("decide", None, "Set", "IVR_DECIDED=")
+    assert decide[1].app == "AGI"
+    assert decide[1].args.startswith(f"agi://{fastagi}/{SCRIPT},")
     mixmonitor = [i for i, s in enumerate(decide) if s.app == "MixMonitor"]
-    assert mixmonitor == [5]
+    assert mixmonitor == [7]
     # The service's one answer, "<decision>:<file or no>", split; no answer: no recording.
-    assert decide[1] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
-    assert decide[2] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
-    assert decide[3] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
-    assert decide[4] == Step("decide", None, "GotoIf",
+    assert decide[2] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
+    assert decide[3] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
+    assert decide[4] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
+    assert decide[5] == Step("decide", None, "GotoIf",
                              '$["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue')
-    assert decide[5].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
+    assert decide[6].app == "Set" and decide[6].args.startswith("IVR_RECORDING_AT=")
+    assert decide[7].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
                               "i(IVR_MIXMONITOR_ID)")
     labelled = [i for i, s in enumerate(decide) if s.label == "queue"]
-    assert len(labelled) == 1 and labelled[0] > 5  # the skip lands past MixMonitor
+    assert len(labelled) == 1 and labelled[0] > 7  # the skip lands past MixMonitor
     assert decide[-1] == Step(
         "decide", None, "Goto", f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
     # MixMonitor nowhere else, in any context.
-    assert [s for s in steps if s.app == "MixMonitor"] == [decide[5]]
+    assert [s for s in steps if s.app == "MixMonitor"] == [decide[7]]
 
 
 def test_rule_1_nothing_records_outside_the_decision(dialplan: Dialplan) -> None:
