@@ -94,15 +94,21 @@ RETURNING id
 """
 
 # The ends of many calls at once (the dialplan flow's notes): each recording that started,
-# with when and its MixMonitor id (a row already so changes nothing and is not audited
-# again), and each call closed.
+# with when and its MixMonitor id, and when it stopped (``old`` is the row as it was: a
+# MixMonitor id already stored is not audited again, a stop already stored is kept), and
+# each call closed.
 RECORDINGS_STARTED = """
-UPDATE recordings r SET mixmonitor_id = v.mixmonitor_id, started_at = v.at,
-                        stopped_at = v.stopped_at
+UPDATE recordings r
+SET mixmonitor_id = v.mixmonitor_id,
+    started_at = CASE WHEN old.mixmonitor_id IS DISTINCT FROM v.mixmonitor_id THEN v.at
+                      ELSE old.started_at END,
+    stopped_at = COALESCE(old.stopped_at, v.stopped_at)
 FROM unnest(%(file_name)s::text[], %(mixmonitor_id)s::text[], %(at)s::timestamptz[],
-            %(stopped_at)s::timestamptz[]) AS v(file_name, mixmonitor_id, at, stopped_at)
-WHERE r.file_name = v.file_name AND r.mixmonitor_id IS DISTINCT FROM v.mixmonitor_id
-RETURNING r.id, r.file_name
+            %(stopped_at)s::timestamptz[]) AS v(file_name, mixmonitor_id, at, stopped_at),
+     recordings old
+WHERE old.id = r.id AND r.file_name = v.file_name
+  AND (old.mixmonitor_id IS DISTINCT FROM v.mixmonitor_id OR old.stopped_at IS NULL)
+RETURNING r.id, r.file_name, old.mixmonitor_id IS DISTINCT FROM v.mixmonitor_id
 """
 
 CLOSE_CALLS = """
@@ -277,7 +283,7 @@ class CallRecords:
                 "mixmonitor_id": [r.mixmonitor_id for r in recordings],
                 "at": [r.started_at for r in recordings],
                 "stopped_at": [e.closed.ended_at for e in started]})
-            created = [(str(row[0]), str(row[1])) for row in result]
+            created = [(str(row[0]), str(row[1])) for row in result if row[2]]
             closed = await connection.exec_driver_sql(CLOSE_CALLS, {
                 "call_id": [e.call_id for e in ended],
                 "answered_at": [e.closed.answered_at for e in ended],

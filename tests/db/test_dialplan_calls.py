@@ -830,3 +830,22 @@ async def test_ends_wait_behind_the_journal_and_a_call_not_stored_fails_the_batc
     rows = await stored(database, known)
     assert rows.call.ended_at is None and rows.recordings[0].mixmonitor_id is None
     assert rows.audit == []
+
+
+async def test_a_recording_whose_start_was_stored_alone_gets_its_stop_together(
+        deps: CallDeps, database: Database) -> None:
+    """An earlier one-by-one attempt stored MixMonitor's id but not the close: closing
+    together adds the stop, keeps the start and audits nothing again."""
+    channel_id = channel()
+    decided = await decide(deps, channel_id, CONSENT.report())
+    assert decided is not None and decided[1] is not None
+    await deps.records.recording_started(decided[1], "0x7f02", moment(10.2))
+    note = CONSENT.note(channel_id, decision="consent", recording=decided[1],
+                        recording_at=10.3, mixmonitor="0x7f02", agent="PJSIP/agent1")
+    await record_ends(deps, [parse_end(note)])
+    rows = await stored(database, channel_id)
+    [recording] = rows.recordings
+    assert (recording.mixmonitor_id, recording.started_at, recording.stopped_at) == (
+        "0x7f02", moment(10.2), moment(95.0))
+    assert [a.action for a in rows.audit] == ["recording_created"]
+    assert rows.call.state == "ended"
