@@ -33,6 +33,7 @@ from ivr.settings import Settings
 from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
+from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
 from ivr.store.journal import Journal
 from ivr.store.receipts import CallRecords
@@ -63,7 +64,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     records = DurableRecords(CallRecords(db, audit, settings.node), callbacks,
                              Journal(settings.journal.directory),
                              settings.journal.store_timeout)
-    deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics)
+    by_dialplan = settings.dialplan.inbound_flow == "dialplan"
+    decisions = DecisionQueue(records.store_decisions) if by_dialplan else None
+    deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions)
 
     async def handle(start: StasisStart, items: CallItems) -> None:
         await InboundCallRunner(deps, start, items).run()
@@ -81,10 +84,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             since = datetime.now(UTC)
             tasks.create_task(_events(deps, router, stop, since, metrics, ari_connected),
                               name="ari-events")
-            by_dialplan = settings.dialplan.inbound_flow == "dialplan"
             tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since, not by_dialplan),
                               name="sweep")
-            if by_dialplan:
+            if decisions is not None:
+                tasks.create_task(decisions.run(), name="decisions")
                 tasks.create_task(_dialplan_ends(deps), name="dialplan-ends")
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")

@@ -38,7 +38,8 @@ class AgiSession:
     async def _command(self, line: bytes) -> tuple[int, str, str | None]:
         self._writer.write(line)
         await self._writer.drain()
-        reply = await asyncio.wait_for(self._reader.readline(), self._timeout)
+        async with asyncio.timeout(self._timeout):  # no task of its own, as wait_for makes
+            reply = await self._reader.readline()
         if not reply:
             raise ConnectionError("the channel left the AGI")
         return parse_reply(reply)
@@ -107,11 +108,13 @@ class FastAgiServer:
         finally:
             writer.close()
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-                await asyncio.wait_for(writer.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await writer.wait_closed()
 
     async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest | None:
         try:
-            block = await asyncio.wait_for(reader.readuntil(b"\n\n"), self.header_timeout)
+            async with asyncio.timeout(self.header_timeout):
+                block = await reader.readuntil(b"\n\n")
         except asyncio.IncompleteReadError:
             return None  # closed before the header block ended (a scan, a half-open peer)
         except asyncio.LimitOverrunError:

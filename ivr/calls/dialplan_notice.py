@@ -42,6 +42,7 @@ from ivr.flow.inbound import Segment
 from ivr.policy.callbacks import overloaded as is_overloaded
 from ivr.policy.lines import LineRef
 from ivr.store.callbacks import Missed
+from ivr.store.journal import DecisionEntry
 from ivr.store.receipts import ClosedCall, EndedCall, OpenedCall, StartedRecording
 
 log = logging.getLogger(__name__)
@@ -202,9 +203,10 @@ async def decide(deps: CallDeps, channel_id: str, argument: str
         if decided is None:
             await deps.records.open(opened)
             return None  # a sales caller who was not told: no decision, no recording
-        stored = await deps.records.store_decision(
-            opened.id, line.kind.value, decided, prompts_played(deps.manifest, decided),
-            planned, call=opened)
+        entry = DecisionEntry(call_id=opened.id, line_kind=line.kind.value, receipt=decided,
+                              prompts_played=prompts_played(deps.manifest, decided),
+                              recording=planned, inherited_from=None, call=opened)
+        stored = await (deps.decisions or deps.records).commit_decision(entry)
     except Exception:
         log.exception("decision not stored: nothing will be recorded", extra=extra)
         return None

@@ -48,6 +48,7 @@ from ivr.policy.lines import LineRef
 from ivr.policy.retention import expires_at
 from ivr.settings import Settings
 from ivr.store.callbacks import Callbacks, Missed
+from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
 from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording
 
@@ -72,6 +73,9 @@ class CallDeps:
     manifest: Manifest
     callbacks: Callbacks
     metrics: Metrics = field(default_factory=Metrics)
+    # The dialplan flow's decisions, committed together (run by the service); without it,
+    # each is committed alone.
+    decisions: DecisionQueue | None = None
 
 
 def now() -> datetime:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from ivr.flow.commands import Receipt
 from ivr.store.callbacks import Callbacks, Missed
+from ivr.store.decisions_together import Outcome, open_and_decide_many
 from ivr.store.journal import (
     CloseEntry,
     CloseOrphanEntry,
@@ -75,11 +76,44 @@ class DurableRecords:
                              call: OpenedCall | None = None) -> bool | None:
         """With ``call``: ``False`` when PostgreSQL already held the call (nothing stored),
         ``None`` when the decision waits in the journal."""
-        stored = await self._store(DecisionEntry(
+        return await self.commit_decision(DecisionEntry(
             call_id=call_id, line_kind=line_kind, receipt=receipt,
             prompts_played=prompts_played, recording=recording,
             inherited_from=inherited_from, call=call))
+
+    async def commit_decision(self, entry: DecisionEntry) -> bool | None:
+        stored = await self._store(entry)
         return stored if isinstance(stored, bool) else None
+
+    async def store_decisions(self, entries: list[DecisionEntry]) -> list[Outcome]:
+        """Many dialplan-flow decisions (each opening its call) in one statement, what
+        became of each (``store_decision``'s answers, or the error that stored nothing).
+        PostgreSQL unreachable: all of them to the journal. Refused (a constraint): one by
+        one, so that one bad decision does not cost the others theirs. One alone, or while
+        the journal holds entries: one by one, as ever."""
+        if len(entries) == 1 or (self.journal is not None and self.journal.pending()):
+            return [await self._outcome(entry) for entry in entries]
+        try:
+            async with asyncio.timeout(self.timeout):
+                stored = await open_and_decide_many(self.records, entries)
+        except Exception as exc:
+            if self.journal is None or not unreachable(exc):
+                log.warning("decisions refused together, stored one by one: %s",
+                            _first_line(exc))
+                return [await self._outcome(entry) for entry in entries]
+            log.warning("PostgreSQL did not take %d decisions (%s); written to the journal",
+                        len(entries), _first_line(exc))
+            for entry in entries:
+                await self.journal.append(entry)
+            self.journalled += len(entries)
+            return [None] * len(entries)
+        return [entry.call_id in stored for entry in entries]
+
+    async def _outcome(self, entry: DecisionEntry) -> Outcome:
+        try:
+            return await self.commit_decision(entry)
+        except Exception as exc:
+            return exc
 
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:

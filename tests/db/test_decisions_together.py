@@ -1,0 +1,197 @@
+"""The dialplan flow's decisions committed together (``DecisionQueue``), against a real
+PostgreSQL: many decisions at once are stored in fewer commits, each exactly as it is
+stored alone (the call, its receipt, the recording its consent allows); a call stored
+already gets nothing; PostgreSQL unreachable sends them all to the journal, and one that
+PostgreSQL refuses costs the others nothing. Rule 1's safe side: a decision the store
+did not take is never told to the dialplan as stored."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from ivr.calls.dialplan_notice import decide
+from ivr.calls.inbound import CallDeps
+from ivr.flow.commands import Decision as Decided
+from ivr.store.audit import AuditLog
+from ivr.store.database import Database
+from ivr.store.decisions_together import DecisionQueue, open_and_decide_many
+from ivr.store.durable import DurableRecords
+from ivr.store.journal import DecisionEntry, Journal
+from ivr.store.models import Call, Decision, Recording
+from ivr.store.receipts import CallRecords
+
+from .conftest import OwnDatabase
+from .test_dialplan_calls import (
+    CONSENT,
+    REFUSAL,
+    SALES,
+    Scene,
+    call_id,
+    caller,
+    channel,
+    deps_for,
+    stored,
+    unreachable_database,
+)
+
+
+@pytest.fixture(scope="module")
+async def database(own_database: OwnDatabase) -> AsyncIterator[Database]:
+    async with own_database(4) as db:
+        yield db
+
+
+@pytest.fixture
+def deps(database: Database, tmp_path: Path, isolated: None) -> CallDeps:
+    return deps_for(database, tmp_path)
+
+
+async def with_queue(deps: CallDeps, work: Any) -> tuple[Any, DecisionQueue]:
+    """``work(deps)`` with the decisions committed together, as the service runs them."""
+    queue = DecisionQueue(deps.records.store_decisions)
+    runner = asyncio.create_task(queue.run())
+    try:
+        return await work(replace(deps, decisions=queue)), queue
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+def decision_row(rows: Any) -> tuple[Any, ...]:
+    """What a decision stores, less its ids and the moment the service took it."""
+    d = rows.decisions[0]
+    return (rows.call.state, rows.call.notice_completed, rows.call.line_name, rows.call.caller,
+            d.decision, d.line_kind, d.digit, d.digit_at, d.notice_started_at,
+            d.notice_ended_at, d.question_started_at, d.prompts_played,
+            [(r.basis, r.file_name == f"{rows.call.id}.wav", r.expires_at - r.started_at)
+             for r in rows.recordings])
+
+
+async def test_decisions_that_arrive_together_are_committed_together_each_as_alone(
+        deps: CallDeps, database: Database) -> None:
+    """Thirty reports at once (consents, refusals, sales): fewer commits than decisions,
+    and each call's rows are those its decision stores when it is committed alone."""
+    kinds = [n % 3 for n in range(30)]  # consent, refusal, sales
+    scenes = [replace((CONSENT, REFUSAL, SALES)[kind], caller=caller()) for kind in kinds]
+    channels = [channel() for _ in scenes]
+
+    async def decide_all(queued: CallDeps) -> list[Any]:
+        return await asyncio.gather(*(decide(queued, c, s.report())
+                                      for c, s in zip(channels, scenes, strict=True)))
+
+    answers, queue = await with_queue(deps, decide_all)
+    assert queue.committed == 30 and queue.commits < 30
+    expected = (Decided.CONSENT, Decided.REFUSAL, Decided.LEGAL_BASIS)
+    for channel_id, scene, kind, answer in zip(channels, scenes, kinds, answers, strict=True):
+        alone = channel()
+        assert await decide(deps, alone, scene.report()) is not None
+        together_rows = await stored(database, channel_id)
+        assert decision_row(together_rows) == decision_row(await stored(database, alone))
+        assert answer == (expected[kind],
+                          None if kind == 1 else f"{call_id(channel_id)}.wav")
+
+
+async def test_a_call_stored_already_is_not_decided_again_together(
+        deps: CallDeps, database: Database) -> None:
+    """A report again (here: the same call twice in one batch, and a call PostgreSQL holds
+    from before) allows nothing; the stored decision stays as it was."""
+    before = channel()
+    first = await decide(deps, before, CONSENT.report())
+    again = channel()
+    scene = replace(REFUSAL, caller=caller())
+
+    async def twice(queued: CallDeps) -> list[Any]:
+        return await asyncio.gather(decide(queued, before, REFUSAL.report()),
+                                    decide(queued, again, scene.report()),
+                                    decide(queued, again, scene.report()))
+
+    answers, _ = await with_queue(deps, twice)
+    assert first is not None
+    assert answers[0] is None  # stored before: nothing on this report
+    assert sorted(answers[1:], key=str) == sorted([(Decided.REFUSAL, None), None], key=str)
+    assert [d.decision for d in (await stored(database, before)).decisions] == ["consent"]
+    assert len((await stored(database, again)).decisions) == 1
+
+
+async def test_the_statement_returns_only_the_calls_it_stored(
+        deps: CallDeps, database: Database) -> None:
+    entries = [await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
+               for _ in range(3)]
+    records = deps.records.records
+    assert await open_and_decide_many(records, entries[:2]) == {e.call_id for e in entries[:2]}
+    assert await open_and_decide_many(records, entries) == {entries[2].call_id}
+    assert await open_and_decide_many(records, []) == set()
+    async with database.session() as session:
+        ids = [e.call_id for e in entries]
+        assert (await session.execute(select(func.count()).select_from(Recording).where(
+            Recording.call_id.in_(ids)))).scalar_one() == 3
+
+
+async def entry_of(deps: CallDeps, channel_id: str, scene: Scene) -> DecisionEntry:
+    """The entry ``decide`` commits for this report (taken from a queue that only listens)."""
+    taken: list[DecisionEntry] = []
+
+    async def take(entries: list[DecisionEntry]) -> list[Any]:
+        taken.extend(entries)
+        return [RuntimeError("only listening")] * len(entries)
+
+    queue = DecisionQueue(take)
+    runner = asyncio.create_task(queue.run())
+    try:
+        assert await decide(replace(deps, decisions=queue), channel_id, scene.report()) is None
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    return taken[0]
+
+
+async def test_a_decision_the_store_refuses_is_not_recorded_and_the_rest_are(
+        deps: CallDeps, database: Database) -> None:
+    """One decision PostgreSQL refuses (its call's id taken by another channel): that caller
+    is not recorded, the others in its batch are stored one by one."""
+    good = [await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
+            for _ in range(3)]
+    bad = await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
+    assert bad.call is not None
+    taken = replace(good[0].call, id=bad.call_id, channel_id=f"taken-{uuid.uuid4().hex[:8]}")
+    assert await deps.records.records.open(taken)
+    outcomes = await deps.records.store_decisions([*good, bad])
+    assert outcomes[:3] == [True, True, True]
+    assert isinstance(outcomes[3], Exception)
+    async with database.session() as session:
+        assert (await session.execute(select(func.count()).select_from(Decision).where(
+            Decision.call_id == bad.call_id))).scalar_one() == 0
+        assert (await session.execute(select(func.count()).select_from(Call).where(
+            Call.id.in_([g.call_id for g in good])))).scalar_one() == 3
+
+
+async def test_postgresql_unreachable_sends_the_decisions_to_the_journal(
+        deps: CallDeps, tmp_path: Path) -> None:
+    """An outage: each decision of the batch is in the journal (fsynced), in order, and
+    the dialplan is told it is stored (the journal is the store then)."""
+    down = unreachable_database()
+    journal = Journal(tmp_path / "journal")
+    records = DurableRecords(replace_db(deps.records, down), deps.records.callbacks,
+                             journal, 2.0)
+    entries = [await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
+               for _ in range(4)]
+    try:
+        assert await records.store_decisions(entries) == [None] * 4
+    finally:
+        await down.dispose()
+    batch = await journal.take()
+    assert batch is not None
+    assert [e.call_id for e in batch.entries if isinstance(e, DecisionEntry)] == [
+        e.call_id for e in entries]
+
+
+def replace_db(records: DurableRecords, db: Database) -> CallRecords:
+    return CallRecords(db, AuditLog(db), records.records.node)
