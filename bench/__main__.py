@@ -56,6 +56,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--real-rates", default=",".join(map(str, REAL_RATES)))
     parser.add_argument("--seconds", type=int, default=20, help="calls placed per step")
     parser.add_argument("--label", default="", help="a name for this run in the results")
+    parser.add_argument("--unpaired", dest="paired", action="store_false",
+                        help="each variant on a PBX of its own, one after the other (default: "
+                             "the baseline's steps alternate with the first service flow's)")
     args = parser.parse_args(argv)
     for name in ("prompts", "variants"):
         values = getattr(args, name).split(",")
@@ -98,24 +101,38 @@ async def run(args: argparse.Namespace) -> int:
     index = 0
     for prompts in args.prompts:
         env = prompt_env(prompts, paths)
-        for variant in args.variants:
-            env["IVR_DIALPLAN__INBOUND_FLOW"] = VARIANTS[variant]
+        for group in groups(args.variants, args.paired):
+            env["IVR_DIALPLAN__INBOUND_FLOW"] = VARIANTS[group[-1]]
             os.environ.update(env)
             rates = args.short_rates if prompts == "short" else args.real_rates
-            for row in await run_variant(paths, work, prompts, variant, env, rates,
-                                         args.seconds, index):
+            for row in await run_group(paths, work, prompts, group, env, rates,
+                                       args.seconds, index):
                 rows.append(row)
-            index += len(rates)
+            index += len(rates) * len(group)
     write_reports(OUT, rows, args.label)
     print(f"bench: {OUT / 'results.json'}, results.md, results.png")
     return 0
 
 
-async def run_variant(paths: Any, work: Path, prompts: str, variant: str,
-                      env: dict[str, str], rates: list[float], seconds: int,
-                      first: int) -> list[dict[str, Any]]:
-    """One variant's steps on a PBX and a service started for it (the baseline too runs
-    beside an idle service, so that every variant shares the machine alike)."""
+def groups(variants: list[str], paired: bool) -> list[list[str]]:
+    """The variants that share a PBX and a service, their steps taken in turn at each rate.
+    Paired, the baseline shares with the first service flow asked for: both meet the
+    machine as it is at that moment (a shared machine's speed drifts, even between two
+    runs of the same code), on a PBX set up for that flow (the baseline's own dialplan
+    does not reach the service)."""
+    services = [v for v in variants if v != "baseline"]
+    if not paired or "baseline" not in variants or not services:
+        return [[v] for v in variants]
+    return [["baseline", services[0]], *([v] for v in services[1:])]
+
+
+async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
+                    env: dict[str, str], rates: list[float], seconds: int,
+                    first: int) -> list[dict[str, Any]]:
+    """The group's steps on a PBX and a service started for it (the baseline too runs
+    beside an idle service, so that every variant shares the machine alike). At each
+    rate the variants take turns, the first alternating; a variant stops after its first
+    step that is not clean (the row shows how it degrades)."""
     settings = get_settings()
     manifest = verify(settings.prompts.local_dir)
     timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
@@ -123,30 +140,38 @@ async def run_variant(paths: Any, work: Path, prompts: str, variant: str,
     url = await fresh_database(settings.database.url.get_secret_value(), database)
     pbx = Asterisk(paths, settings, baseline=True)
     pbx.start()
-    service, log = start_service(url, env, work / f"service-{prompts}-{variant}.log")
+    service, log = start_service(url, env, work / f"service-{prompts}-{'-'.join(group)}.log")
     engine = create_async_engine(url, poolclass=pool.NullPool)
     rows: list[dict[str, Any]] = []
+    running = list(group)
     try:
         await wait_for(log, "ARI connected")
         idle_mb = rss_mb(service.pid)  # before any call: what a call adds is above it
         asterisk_pid = pbx.running_pid()
         assert asterisk_pid is not None
-        ctx = Context(variant, prompts, Sipp(paths, pbx=f"127.0.0.1:{settings.pbx.sip_port}"),
-                      timing, asterisk_pid, service.pid, log, settings.recordings.local_dir,
-                      engine, database, work, idle_mb)
-        for offset, rate in enumerate(rates):
-            row = await run_step(ctx, (first + offset + 1) % 100, rate, seconds)
-            rows.append(row)
-            print(summary(row), flush=True)
-            if not row["clean"]:
-                break  # past capacity: the row shows how it degrades
-            await asyncio.sleep(3)
+        sipp = Sipp(paths, pbx=f"127.0.0.1:{settings.pbx.sip_port}")
+        step = first
+        for turn, rate in enumerate(rates):
+            for variant in running[::-1] if turn % 2 else list(running):
+                step += 1
+                ctx = Context(variant, prompts, sipp, timing, asterisk_pid, service.pid, log,
+                              settings.recordings.local_dir, engine, database, work, idle_mb)
+                row = await run_step(ctx, step % 100, rate, seconds)
+                rows.append(row)
+                print(summary(row), flush=True)
+                if not row["clean"]:
+                    running.remove(variant)
+                await asyncio.sleep(3)
+            if not running:
+                break
     finally:
         await engine.dispose()
         service.send_signal(signal.SIGTERM)
         service.wait(30)
         pbx.stop()
     return rows
+
+
 async def fresh_database(url: str, name: str) -> str:
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
     try:

@@ -77,3 +77,17 @@ def test_postgres_cpu_counts_each_process_growth_never_negative() -> None:
     after = {10: 5.5, 12: 1.25, 13: 0.5}
     assert postgres_cpu_between(before, after) == 0.5 + 0.25 + 0.5
     assert postgres_cpu_between(before, {}) == 0.0
+
+
+def test_the_baseline_takes_turns_with_the_first_service_flow() -> None:
+    """Paired (the default), the baseline's steps alternate with those of the first service
+    flow asked for, on one PBX; any other flow runs on a PBX of its own."""
+    from bench.__main__ import arguments, groups
+
+    assert groups(["baseline", "service-dialplan", "service"], paired=True) == [
+        ["baseline", "service-dialplan"], ["service"]]
+    assert groups(["service", "baseline"], paired=True) == [["baseline", "service"]]
+    assert groups(["baseline"], paired=True) == [["baseline"]]
+    assert groups(["baseline", "service"], paired=False) == [["baseline"], ["service"]]
+    assert arguments([]).paired is True
+    assert arguments(["--unpaired"]).paired is False
