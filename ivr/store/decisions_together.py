@@ -14,12 +14,12 @@ outage journal holds it, fsynced) or an error (nothing stored, nothing recorded)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
-
-from psycopg.types.json import Jsonb
 
 from ivr.store.journal import DecisionEntry
 from ivr.store.receipts import CallRecords
@@ -31,22 +31,14 @@ log = logging.getLogger(__name__)
 # PostgreSQL (a replay) inserts nothing, and its id is not returned.
 OPEN_AND_DECIDE_MANY = """
 WITH v AS (
-    SELECT * FROM unnest(
-        %(call_id)s::uuid[], %(channel_id)s::text[], %(linkedid)s::text[],
-        %(dialled)s::text[], %(caller)s::text[], %(caller_withheld)s::boolean[],
-        %(caller_raw)s::text[], %(line_name)s::text[], %(call_line_kind)s::text[],
-        %(started_at)s::timestamptz[], %(decision_id)s::uuid[], %(decision)s::text[],
-        %(line_kind)s::text[], %(digit)s::text[], %(digit_at)s::timestamptz[],
-        %(prompts_played)s::jsonb[], %(notice_started_at)s::timestamptz[],
-        %(notice_ended_at)s::timestamptz[], %(question_started_at)s::timestamptz[],
-        %(decided_at)s::timestamptz[], %(inherited_from)s::uuid[], %(recording_id)s::uuid[],
-        %(basis)s::text[], %(file_name)s::text[], %(recording_started_at)s::timestamptz[],
-        %(expires_at)s::timestamptz[])
-    AS v(call_id, channel_id, linkedid, dialled, caller, caller_withheld, caller_raw,
-         line_name, call_line_kind, started_at, decision_id, decision, line_kind, digit,
-         digit_at, prompts_played, notice_started_at, notice_ended_at, question_started_at,
-         decided_at, inherited_from, recording_id, basis, file_name, recording_started_at,
-         expires_at)
+    SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb)
+    AS v(call_id uuid, channel_id text, linkedid text, dialled text, caller text,
+         caller_withheld boolean, caller_raw text, line_name text, call_line_kind text,
+         started_at timestamptz, decision_id uuid, decision text, line_kind text, digit text,
+         digit_at timestamptz, prompts_played jsonb, notice_started_at timestamptz,
+         notice_ended_at timestamptz, question_started_at timestamptz,
+         decided_at timestamptz, inherited_from uuid, recording_id uuid, basis text,
+         file_name text, recording_started_at timestamptz, expires_at timestamptz)
 ), call AS (
     INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
                        caller_raw, line_name, line_kind, started_at, state, node,
@@ -80,7 +72,8 @@ SELECT call_id FROM decision
 MAX_TOGETHER = 100
 
 
-def _columns(entries: list[DecisionEntry]) -> dict[str, list[Any]]:
+def _rows(entries: list[DecisionEntry]) -> str:
+    """The decisions as one JSON array (one parameter, however many they are)."""
     rows: list[dict[str, Any]] = []
     for entry in entries:
         call, receipt, recording = entry.call, entry.receipt, entry.recording
@@ -94,7 +87,7 @@ def _columns(entries: list[DecisionEntry]) -> dict[str, list[Any]]:
             "started_at": call.started_at, "decision_id": uuid.uuid4(),
             "decision": receipt.decision.value, "line_kind": entry.line_kind,
             "digit": receipt.digit, "digit_at": receipt.digit_at,
-            "prompts_played": Jsonb(entry.prompts_played),
+            "prompts_played": entry.prompts_played,
             "notice_started_at": receipt.notice_started_at,
             "notice_ended_at": receipt.notice_ended_at,
             "question_started_at": receipt.question_started_at,
@@ -104,7 +97,15 @@ def _columns(entries: list[DecisionEntry]) -> dict[str, list[Any]]:
             "file_name": recording.file_name if recording else None,
             "recording_started_at": recording.started_at if recording else None,
             "expires_at": recording.expires_at if recording else None})
-    return {name: [row[name] for row in rows] for name in rows[0]}
+    return json.dumps(rows, default=_json_value)
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # with its offset: timestamptz reads it exactly
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 async def open_and_decide_many(records: CallRecords,
@@ -113,7 +114,7 @@ async def open_and_decide_many(records: CallRecords,
     stored (a call PostgreSQL held already is not among them). All or nothing."""
     if not entries:
         return set()
-    parameters = _columns(entries) | {"node": records.node}
+    parameters = {"calls": _rows(entries), "node": records.node}
     async with records.db.autocommit.connect() as connection:
         result: Any = await connection.exec_driver_sql(OPEN_AND_DECIDE_MANY, parameters)
         return {row[0] for row in result.all()}

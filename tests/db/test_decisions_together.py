@@ -195,3 +195,26 @@ async def test_postgresql_unreachable_sends_the_decisions_to_the_journal(
 
 def replace_db(records: DurableRecords, db: Database) -> CallRecords:
     return CallRecords(db, AuditLog(db), records.records.node)
+
+
+@pytest.mark.parametrize("odd", ['0"31\\000', "031 žš 'ć'", "031\x00001", "\u202e031", ""])
+async def test_an_odd_caller_id_is_stored_together_as_alone(
+        deps: CallDeps, database: Database, odd: str) -> None:
+    """Caller IDs as they arrive (quotes, backslashes, letters, control characters, none)
+    travel as JSON in the statement for many: stored as the statement for one stores them."""
+    scenes = [replace(CONSENT, caller=odd), replace(CONSENT, caller=caller())]
+    channels = [channel() for _ in scenes]
+
+    async def both(queued: CallDeps) -> list[Any]:
+        return await asyncio.gather(*(decide(queued, c, s.report())
+                                      for c, s in zip(channels, scenes, strict=True)))
+
+    answers, queue = await with_queue(deps, both)
+    assert (queue.commits, queue.committed) == (1, 2)  # the statement for many
+    assert all(a is not None for a in answers)
+    alone = channel()
+    assert await decide(deps, alone, scenes[0].report()) is not None
+    together, by_itself = await stored(database, channels[0]), await stored(database, alone)
+    assert decision_row(together) == decision_row(by_itself)
+    assert (together.call.caller_raw, together.call.caller_withheld) == (
+        by_itself.call.caller_raw, by_itself.call.caller_withheld)
