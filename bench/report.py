@@ -12,7 +12,8 @@ from typing import Any
 COLUMNS = (
     ("prompts", "prompts"), ("variant", "variant"), ("rate_cps", "calls/s"),
     ("attempted", "attempted"), ("succeeded", "ok"), ("failed", "failed"),
-    ("recordings", "recordings"), ("receipts", "receipts"),
+    ("recordings", "recordings"), ("receipts", "consent receipts"),
+    ("decisions", "decisions stored"),
     ("invite_200_ms_p50", "INVITE→200 p50 ms"), ("invite_200_ms_p99", "p99"),
     ("notice_end_to_mixmonitor_ms_p50", "notice end→MixMonitor p50 ms"),
     ("notice_end_to_mixmonitor_ms_p99", "p99"),

@@ -218,6 +218,8 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
     return {
         "peak_concurrent_calls": peak_concurrency(rows),
         "receipts": sum(r["decision"] == "consent" for r in rows),
+        # every call's decision, whatever it is (a digit lost on the way is a no_consent)
+        "decisions": sum(r["decision"] is not None for r in rows),
         "recordings": len(recorded), "recordings_without_decision": len(unbased),
         "notice_end_to_mixmonitor_ms_p50": percentile(notice_to_record, 0.5),
         "notice_end_to_mixmonitor_ms_p99": percentile(notice_to_record, 0.99),
