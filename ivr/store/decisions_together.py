@@ -1,6 +1,6 @@
 """Decisions committed together (the dialplan flow). Each call's decision is committed
 before the dialplan may start its recording; under load many arrive within one commit's
-time. ``DecisionQueue`` commits the ones that arrived while the previous commit ran in a
+time. ``DecisionQueue`` commits the ones that arrived while the previous commits ran in a
 single statement and transaction (``OPEN_AND_DECIDE_MANY``): one round trip and one commit
 for all of them, so that PostgreSQL and the service spend less on each decision the busier
 the PBX is, and a decision waits for at most one commit before its own. With one
@@ -70,6 +70,8 @@ SELECT call_id FROM decision
 
 # Most decisions one statement carries; the rest go in the next.
 MAX_TOGETHER = 100
+# Commits at once: while one runs, the next decisions need not wait for it.
+WORKERS = 2
 
 
 def _rows(entries: list[DecisionEntry]) -> str:
@@ -136,10 +138,12 @@ class DecisionQueue:
     """The dialplan flow's decisions, committed by ``run`` (a task of the service's
     TaskGroup): those that arrive while a commit runs go in the next one, together."""
 
-    def __init__(self, store: Store, max_together: int = MAX_TOGETHER) -> None:
+    def __init__(self, store: Store, max_together: int = MAX_TOGETHER,
+                 workers: int = WORKERS) -> None:
         """``store``: ``DurableRecords.store_decisions`` (PostgreSQL, else the journal)."""
         self._store = store
         self._max = max_together
+        self._workers = workers
         self._waiting: list[_Waiting] = []
         self._arrived = asyncio.Event()
         self.commits = 0
@@ -155,15 +159,26 @@ class DecisionQueue:
         return await told
 
     async def run(self) -> None:
+        """Commit until cancelled, ``workers`` commits at most at once (so that one slow
+        commit does not hold up the decisions that arrive meanwhile)."""
+        try:
+            async with asyncio.TaskGroup() as workers:
+                for n in range(self._workers):
+                    workers.create_task(self._worker(), name=f"decisions-{n}")
+        finally:  # stopped: whoever still waits is cancelled (nothing is told as stored)
+            for waiting in self._waiting:
+                waiting.told.cancel()
+
+    async def _worker(self) -> None:
         batch: list[_Waiting] = []
         try:
             while True:
-                await self._arrived.wait()
-                self._arrived.clear()
-                while batch := self._next():
-                    await self._commit(batch)
-        finally:  # stopped: whoever still waits is cancelled (nothing is told as stored)
-            for waiting in (*batch, *self._waiting):
+                while not (batch := self._next()):
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                await self._commit(batch)
+        finally:
+            for waiting in batch:
                 waiting.told.cancel()
 
     def _next(self) -> list[_Waiting]:

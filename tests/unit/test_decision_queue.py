@@ -44,7 +44,7 @@ async def store() -> Store:
 
 @pytest.fixture
 async def queue(store: Store) -> AsyncIterator[DecisionQueue]:
-    queue = DecisionQueue(store, max_together=4)
+    queue = DecisionQueue(store, max_together=4, workers=1)
     runner = asyncio.create_task(queue.run())
     yield queue
     runner.cancel()
@@ -140,7 +140,7 @@ async def test_a_caller_that_gave_up_before_the_commit_is_left_out(
 
 
 async def test_stopping_the_queue_cancels_the_decisions_still_waiting(store: Store) -> None:
-    queue = DecisionQueue(store)
+    queue = DecisionQueue(store, workers=1)
     runner = asyncio.create_task(queue.run())
     first = asyncio.create_task(queue.commit_decision(entry()))
     await settle()
@@ -151,3 +151,20 @@ async def test_stopping_the_queue_cancels_the_decisions_still_waiting(store: Sto
     for task in (first, second):
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_slow_commit_does_not_hold_up_the_next_decision(store: Store) -> None:
+    """Two commits at once (the default): while the first is stuck, the next decisions
+    are committed by the other."""
+    queue = DecisionQueue(store)
+    runner = asyncio.create_task(queue.run())
+    try:
+        stuck = asyncio.create_task(queue.commit_decision(entry()))
+        await settle()
+        assert await asyncio.wait_for(queue.commit_decision(entry()), 5) is True
+        assert not stuck.done()
+        store.release.set()
+        assert await stuck is True
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
