@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ivr.asterisk.notice_dialplan import context_name, notices_dialplan
-from ivr.notices.catalogue import Catalogue, load_catalogue
+from ivr.notices.catalogue import MANIFEST, Catalogue, CatalogueError, load_catalogue, load_manifest
 from ivr.policy.numbers import dialled_forms
 from ivr.settings import Settings
 
@@ -99,6 +99,17 @@ def numbers_dialplan(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def played_catalogue(settings: Settings) -> Catalogue:
+    """The notices the dialplan plays: those of the built prompts (``prompts.local_dir``),
+    which the service decides from, else, before any are built, the default catalogue."""
+    if not (settings.prompts.local_dir / MANIFEST).is_file():
+        return load_catalogue()
+    try:
+        return load_manifest(settings.prompts.local_dir).catalogue()
+    except CatalogueError as exc:
+        raise ConfigError(f"the notices' dialplan: {exc}") from None
+
+
 def render(
     settings: Settings,
     out: Path,
@@ -122,8 +133,8 @@ def render(
         for path in sorted(directory.glob("*.conf")):
             texts[path.name] = fill(path.read_text(), values, str(path))
     texts[NUMBERS_FILE] = numbers_dialplan(settings)
-    texts[NOTICES_FILE] = fill(notices_dialplan(catalogue or load_catalogue()), values,
-                               NOTICES_FILE)
+    texts[NOTICES_FILE] = fill(notices_dialplan(catalogue or played_catalogue(settings)),
+                               values, NOTICES_FILE)
     for name, text in texts.items():
         target = out / name
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

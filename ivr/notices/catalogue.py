@@ -79,6 +79,12 @@ class Manifest(BaseModel):
             raise CatalogueError(f"notice {notice!r} is not in the manifest")
         return [self.segment(s) for s in self.notices[notice].segments]
 
+    def catalogue(self) -> Catalogue:
+        """The catalogue these prompts were built from."""
+        return Catalogue(segment=[Segment(id=s.id, version=s.version, text=s.text,
+                                          question=s.question) for s in self.segments],
+                         notice=dict(self.notices))
+
 
 def load_catalogue(path: Path = DEFAULT_CATALOGUE) -> Catalogue:
     try:

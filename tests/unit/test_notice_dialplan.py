@@ -14,11 +14,31 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asterisk.conf import DEFAULT_SOURCE, NOTICES_FILE, NUMBERS_FILE, numbers_dialplan, render
+from ivr.asterisk.conf import (
+    DEFAULT_SOURCE,
+    NOTICES_FILE,
+    NUMBERS_FILE,
+    ConfigError,
+    numbers_dialplan,
+    render,
+)
 from ivr.calls.dialplan_notice import END_FIELDS, HEARD_FIELDS, NOTE_SUFFIX, SCRIPT
-from ivr.notices.catalogue import load_catalogue
+from ivr.notices.catalogue import (
+    MANIFEST,
+    BuiltSegment,
+    Manifest,
+    Notice,
+    dump_manifest,
+    load_catalogue,
+)
 from ivr.policy.numbers import dialled_forms
-from ivr.settings import ConsentSettings, DialplanSettings, FastAgiSettings, Settings
+from ivr.settings import (
+    ConsentSettings,
+    DialplanSettings,
+    FastAgiSettings,
+    PromptSettings,
+    Settings,
+)
 
 SITE = DEFAULT_SOURCE / "testpbx"
 EXTRA = {"agent1_port": "5071", "agent2_port": "5072", "agent_password": "x",
@@ -314,3 +334,37 @@ def test_with_the_ari_flow_the_numbers_enter_stasis_as_before() -> None:
     assert [s.exten for s in steps if s.app == "Stasis"] == forms
     assert {s.args for s in steps if s.app == "Stasis"} == {settings.ari.app}
     assert numbers_dialplan(_settings(dialplan=DialplanSettings(inbound_flow="ari"))) == text
+
+
+def _built(segments: list[tuple[str, bool]], notices: dict[str, list[str]]) -> Manifest:
+    return Manifest(segments=[BuiltSegment(id=s, version=2, text=f"the site's {s}", question=q,
+                                           file=f"{s}.wav", sha256="0" * 64, duration_ms=900)
+                              for s, q in segments],
+                    notices={n: Notice(segments=ids) for n, ids in notices.items()})
+
+
+def test_the_notices_played_are_the_built_prompts_the_service_decides_from(
+        tmp_path: Path) -> None:
+    """A site with its own catalogue: the dialplan plays the segments of the prompts built
+    into ``prompts.local_dir`` (whose manifest the service decides from), not the
+    default catalogue's."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / MANIFEST).write_text(dump_manifest(_built(
+        [("site-hello", False), ("site-ask", True), ("site-sales", False)],
+        {"service": ["site-hello", "site-ask"], "sales": ["site-sales"]})))
+    settings = _settings(prompts=PromptSettings(local_dir=prompts))
+    files = {p.name: p for p in render(settings, tmp_path / "out", SITE, EXTRA)}
+    dialplan = _parse(files[NOTICES_FILE].read_text())
+    played = {context: [s.args.split("/")[-1].split(",")[0] for s in steps
+                        if s.app in ("Playback", "Background") and s.exten == "s"]
+              for context, steps in dialplan.items() if context != END}
+    assert played == {"ivr-notice-service": ["site-hello", "site-ask"],
+                      "ivr-notice-sales": ["site-sales"]}
+
+
+def test_a_broken_manifest_is_a_clear_error_not_the_default_notices(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(ConfigError, match="the notices' dialplan"):
+        render(_settings(prompts=PromptSettings(local_dir=tmp_path)), tmp_path / "out", SITE,
+               EXTRA)
