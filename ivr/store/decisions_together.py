@@ -18,55 +18,18 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from ivr.store.journal import DecisionEntry
-from ivr.store.receipts import CallRecords
+from ivr.store.receipts import (
+    OPEN_AND_DECIDE_MANY,
+    CallRecords,
+    json_value,
+    opened_decided_row,
+)
 
 log = logging.getLogger(__name__)
 
-# The dialplan flow's calls, opened already decided, each with its decision and the
-# recording it allows, in one statement (as OPEN_AND_DECIDE for one). A call already in
-# PostgreSQL (a replay) inserts nothing, and its id is not returned.
-OPEN_AND_DECIDE_MANY = """
-WITH v AS (
-    SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb)
-    AS v(call_id uuid, channel_id text, linkedid text, dialled text, caller text,
-         caller_withheld boolean, caller_raw text, line_name text, call_line_kind text,
-         started_at timestamptz, decision_id uuid, decision text, line_kind text, digit text,
-         digit_at timestamptz, prompts_played jsonb, notice_started_at timestamptz,
-         notice_ended_at timestamptz, question_started_at timestamptz,
-         decided_at timestamptz, inherited_from uuid, recording_id uuid, basis text,
-         file_name text, recording_started_at timestamptz, expires_at timestamptz)
-), call AS (
-    INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
-                       caller_raw, line_name, line_kind, started_at, state, node,
-                       notice_completed)
-    SELECT call_id, channel_id, linkedid, 'inbound', dialled, caller, caller_withheld,
-           caller_raw, line_name, call_line_kind, started_at, 'decided', %(node)s,
-           notice_ended_at IS NOT NULL
-    FROM v
-    ON CONFLICT (channel_id) DO NOTHING
-    RETURNING id
-), decision AS (
-    INSERT INTO decisions (id, call_id, decision, line_kind, digit, digit_at, prompts_played,
-                           notice_started_at, notice_ended_at, question_started_at,
-                           decided_at, inherited_from_call_id)
-    SELECT v.decision_id, v.call_id, v.decision, v.line_kind, v.digit, v.digit_at,
-           v.prompts_played, v.notice_started_at, v.notice_ended_at, v.question_started_at,
-           v.decided_at, v.inherited_from
-    FROM v JOIN call ON call.id = v.call_id
-    RETURNING call_id
-), recording AS (
-    INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
-    SELECT v.recording_id, v.call_id, v.basis, v.file_name, v.recording_started_at,
-           v.expires_at
-    FROM v JOIN decision ON decision.call_id = v.call_id
-    WHERE v.file_name IS NOT NULL
-)
-SELECT call_id FROM decision
-"""
 
 # Most decisions one statement carries; the rest go in the next.
 MAX_TOGETHER = 100
@@ -76,38 +39,14 @@ WORKERS = 2
 
 def _rows(entries: list[DecisionEntry]) -> str:
     """The decisions as one JSON array (one parameter, however many they are)."""
-    rows: list[dict[str, Any]] = []
+    rows = []
     for entry in entries:
-        call, receipt, recording = entry.call, entry.receipt, entry.recording
-        if call is None or call.id != entry.call_id:
+        if entry.call is None:
             raise ValueError("a decision committed together opens its own call")
-        rows.append({
-            "call_id": call.id, "channel_id": call.channel_id, "linkedid": call.linkedid,
-            "dialled": call.dialled, "caller": call.caller,
-            "caller_withheld": call.caller_withheld, "caller_raw": call.caller_raw,
-            "line_name": call.line_name, "call_line_kind": call.line_kind,
-            "started_at": call.started_at, "decision_id": uuid.uuid4(),
-            "decision": receipt.decision.value, "line_kind": entry.line_kind,
-            "digit": receipt.digit, "digit_at": receipt.digit_at,
-            "prompts_played": entry.prompts_played,
-            "notice_started_at": receipt.notice_started_at,
-            "notice_ended_at": receipt.notice_ended_at,
-            "question_started_at": receipt.question_started_at,
-            "decided_at": receipt.decided_at, "inherited_from": entry.inherited_from,
-            "recording_id": uuid.uuid4(),
-            "basis": recording.basis if recording else None,
-            "file_name": recording.file_name if recording else None,
-            "recording_started_at": recording.started_at if recording else None,
-            "expires_at": recording.expires_at if recording else None})
-    return json.dumps(rows, default=_json_value)
-
-
-def _json_value(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()  # with its offset: timestamptz reads it exactly
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")
+        rows.append(opened_decided_row(entry.call_id, entry.line_kind, entry.receipt,
+                                       entry.prompts_played, entry.recording,
+                                       entry.inherited_from, entry.call))
+    return json.dumps(rows, default=json_value)
 
 
 async def open_and_decide_many(records: CallRecords,

@@ -10,6 +10,7 @@ SQLAlchemy's expression language cost more CPU than the rest of the call, make b
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,37 +55,84 @@ UPDATE calls SET state = 'decided', notice_completed = decision.notice_ended_at 
 FROM decision WHERE calls.id = decision.call_id
 """
 
-# The dialplan flow: the call, opened already decided, with its decision and the recording
-# it allows, in one statement. (The decision's row refers to a call inserted by the same
-# statement: the foreign key is checked at its end.) A replay inserts nothing, and says
-# so: 0 decisions inserted.
-OPEN_AND_DECIDE = """
-WITH call AS (
+# The dialplan flow's calls, opened already decided, each with its decision and the
+# recording it allows, in one statement (one call, or many committed together: the
+# decision's row refers to a call inserted by the same statement; the foreign key is
+# checked at its end) A call already in
+# PostgreSQL (a replay) inserts nothing, and its id is not returned.
+OPEN_AND_DECIDE_MANY = """
+WITH v AS (
+    SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb)
+    AS v(call_id uuid, channel_id text, linkedid text, dialled text, caller text,
+         caller_withheld boolean, caller_raw text, line_name text, call_line_kind text,
+         started_at timestamptz, decision_id uuid, decision text, line_kind text, digit text,
+         digit_at timestamptz, prompts_played jsonb, notice_started_at timestamptz,
+         notice_ended_at timestamptz, question_started_at timestamptz,
+         decided_at timestamptz, inherited_from uuid, recording_id uuid, basis text,
+         file_name text, recording_started_at timestamptz, expires_at timestamptz)
+), call AS (
     INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
                        caller_raw, line_name, line_kind, started_at, state, node,
                        notice_completed)
-    VALUES (%(call_id)s, %(channel_id)s, %(linkedid)s, %(direction)s, %(dialled)s,
-            %(caller)s, %(caller_withheld)s, %(caller_raw)s, %(line_name)s, %(line_kind)s,
-            %(started_at)s, 'decided', %(node)s, %(notice_ended_at)s IS NOT NULL)
+    SELECT call_id, channel_id, linkedid, 'inbound', dialled, caller, caller_withheld,
+           caller_raw, line_name, call_line_kind, started_at, 'decided', %(node)s,
+           notice_ended_at IS NOT NULL
+    FROM v
     ON CONFLICT (channel_id) DO NOTHING
     RETURNING id
 ), decision AS (
     INSERT INTO decisions (id, call_id, decision, line_kind, digit, digit_at, prompts_played,
                            notice_started_at, notice_ended_at, question_started_at,
                            decided_at, inherited_from_call_id)
-    SELECT %(decision_id)s, id, %(decision)s, %(line_kind)s, %(digit)s, %(digit_at)s,
-           %(prompts_played)s, %(notice_started_at)s, %(notice_ended_at)s,
-           %(question_started_at)s, %(decided_at)s, %(inherited_from)s
-    FROM call
+    SELECT v.decision_id, v.call_id, v.decision, v.line_kind, v.digit, v.digit_at,
+           v.prompts_played, v.notice_started_at, v.notice_ended_at, v.question_started_at,
+           v.decided_at, v.inherited_from
+    FROM v JOIN call ON call.id = v.call_id
     RETURNING call_id
 ), recording AS (
     INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
-    SELECT %(recording_id)s, call_id, %(basis)s, %(file_name)s, %(recording_started_at)s,
-           %(expires_at)s
-    FROM decision WHERE %(recording)s
+    SELECT v.recording_id, v.call_id, v.basis, v.file_name, v.recording_started_at,
+           v.expires_at
+    FROM v JOIN decision ON decision.call_id = v.call_id
+    WHERE v.file_name IS NOT NULL
 )
-SELECT count(*) FROM decision
+SELECT call_id FROM decision
 """
+
+
+def opened_decided_row(call_id: uuid.UUID, line_kind: str, receipt: Receipt,
+                       prompts_played: list[dict[str, Any]],
+                       recording: PlannedRecording | None, inherited_from: uuid.UUID | None,
+                       call: OpenedCall) -> dict[str, Any]:
+    """One call's row of ``OPEN_AND_DECIDE_MANY`` (``json_value`` writes it)."""
+    return {
+        "call_id": call_id, "channel_id": call.channel_id, "linkedid": call.linkedid,
+        "dialled": call.dialled, "caller": call.caller,
+        "caller_withheld": call.caller_withheld, "caller_raw": call.caller_raw,
+        "line_name": call.line_name, "call_line_kind": call.line_kind,
+        "started_at": call.started_at, "decision_id": uuid.uuid4(),
+        "decision": receipt.decision.value, "line_kind": line_kind,
+        "digit": receipt.digit, "digit_at": receipt.digit_at,
+        "prompts_played": prompts_played,
+        "notice_started_at": receipt.notice_started_at,
+        "notice_ended_at": receipt.notice_ended_at,
+        "question_started_at": receipt.question_started_at,
+        "decided_at": receipt.decided_at, "inherited_from": inherited_from,
+        "recording_id": uuid.uuid4(),
+        "basis": recording.basis if recording else None,
+        "file_name": recording.file_name if recording else None,
+        "recording_started_at": recording.started_at if recording else None,
+        "expires_at": recording.expires_at if recording else None}
+
+
+def json_value(value: object) -> str:
+    """``json.dumps``' default for a row: instants with their offset (timestamptz reads
+    them exactly), ids as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 # A MixMonitor id already stored (a replay) changes nothing and is not audited again.
 RECORDING_STARTED = """
@@ -227,6 +275,15 @@ class CallRecords:
         flow, whose call is first known with its decision); then it says whether this
         statement stored it (``False``: the call was there already, and what it holds is
         not this decision's)."""
+        if call is not None:
+            if call.id != call_id:
+                raise ValueError("the call opened is not the call decided")
+            row = opened_decided_row(call_id, line_kind, receipt, prompts_played, recording,
+                                     inherited_from, call)
+            async with self.db.autocommit.connect() as connection:
+                result: Any = await connection.exec_driver_sql(OPEN_AND_DECIDE_MANY, {
+                    "calls": json.dumps([row], default=json_value), "node": self.node})
+                return bool(result.all())
         parameters = {
             "decision_id": uuid.uuid4(), "call_id": call_id,
             "decision": receipt.decision.value, "line_kind": line_kind,
@@ -241,15 +298,9 @@ class CallRecords:
             "file_name": recording.file_name if recording else None,
             "recording_started_at": recording.started_at if recording else None,
             "expires_at": recording.expires_at if recording else None}
-        statement = STORE_DECISION
-        if call is not None:
-            if call.id != call_id:
-                raise ValueError("the call opened is not the call decided")
-            statement = OPEN_AND_DECIDE
-            parameters |= self._call_parameters(call, "inbound")
         async with self.db.autocommit.connect() as connection:
-            result: Any = await connection.exec_driver_sql(statement, parameters)
-            return bool(result.scalar_one()) if call is not None else None
+            await connection.exec_driver_sql(STORE_DECISION, parameters)
+            return None
 
     def _call_parameters(self, call: OpenedCall, direction: str) -> dict[str, Any]:
         return {"channel_id": call.channel_id, "linkedid": call.linkedid,
