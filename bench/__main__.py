@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.measure import rss_mb
+from bench.measure import postgres_cpu, rss_mb
 from bench.report import write_reports
 from bench.steps import Context, Timing, run_step
 from ivr.notices.audio import build, verify
@@ -56,6 +58,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--real-rates", default=",".join(map(str, REAL_RATES)))
     parser.add_argument("--seconds", type=int, default=20, help="calls placed per step")
     parser.add_argument("--label", default="", help="a name for this run in the results")
+    parser.add_argument("--priority", type=int, default=0,
+                        help="run the service ([scheduling] realtime_priority) and this "
+                             "machine's PostgreSQL at SCHED_RR with this priority, 1-99 "
+                             "(default 0: normal scheduling; PostgreSQL is set back after)")
     parser.add_argument("--unpaired", dest="paired", action="store_false",
                         help="each variant on a PBX of its own, one after the other (default: "
                              "the baseline's steps alternate with the first service flow's)")
@@ -71,6 +77,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         args.real_rates = [float(r) for r in args.real_rates.split(",")]
     except ValueError:
         parser.error("--short-rates/--real-rates: numbers separated by commas")
+    if not 0 <= args.priority <= 99:
+        parser.error("--priority: between 0 and 99")
     if not 5 <= args.seconds <= 300:
         parser.error("--seconds: between 5 and 300")
     return args
@@ -99,19 +107,41 @@ async def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     index = 0
+    if args.priority:
+        os.environ["IVR_SCHEDULING__REALTIME_PRIORITY"] = str(args.priority)
     for prompts in args.prompts:
         env = prompt_env(prompts, paths)
         for group in groups(args.variants, args.paired):
             env["IVR_DIALPLAN__INBOUND_FLOW"] = VARIANTS[group[-1]]
             os.environ.update(env)
             rates = args.short_rates if prompts == "short" else args.real_rates
-            for row in await run_group(paths, work, prompts, group, env, rates,
-                                       args.seconds, index):
-                rows.append(row)
+            with postgres_priority(args.priority):
+                for row in await run_group(paths, work, prompts, group, env, rates,
+                                           args.seconds, index):
+                    rows.append(row)
             index += len(rates) * len(group)
     write_reports(OUT, rows, args.label)
     print(f"bench: {OUT / 'results.json'}, results.md, results.png")
     return 0
+
+
+@contextlib.contextmanager
+def postgres_priority(priority: int) -> Iterator[None]:
+    """PostgreSQL's processes (and the backends they start) at SCHED_RR ``priority``
+    while the group runs, then back to normal scheduling (0: left as they are)."""
+    if not priority:
+        yield
+        return
+    found = list(postgres_cpu())
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(priority))
+    try:
+        yield
+    finally:
+        for pid in list(postgres_cpu()):
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
 
 
 def groups(variants: list[str], paired: bool) -> list[list[str]]:

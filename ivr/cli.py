@@ -39,10 +39,16 @@ def explain_settings_error(exc: ValidationError) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr import logs
     from ivr.app import serve
+    from ivr.scheduling import SchedulingError, realtime
     from ivr.settings import get_settings
 
     settings = get_settings()
     logs.configure(args.log_level)
+    try:
+        realtime(settings.scheduling.realtime_priority)
+    except SchedulingError as exc:
+        print(f"ivr serve: {exc}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -290,6 +290,15 @@ class DialplanSettings(Section):
     queue_max_wait: int = Field(default=300, ge=1, le=3600)
 
 
+class SchedulingSettings(Section):
+    """The service's CPU priority. ``realtime_priority`` 1-99 runs ``ivr serve`` at
+    SCHED_RR with that priority, so that a decision a caller waits for is not queued
+    behind a saturated PBX's threads (docs/operations.md, "CPU priority"); 0 (the
+    default) leaves the normal scheduling."""
+
+    realtime_priority: int = Field(default=0, ge=0, le=99)
+
+
 class PbxSettings(Section):
     """Where the PBX listens, used to render its configuration (asterisk-conf/)."""
 
@@ -327,6 +336,7 @@ class Settings(BaseSettings):
     prompts: PromptSettings = PromptSettings()
     dialplan: DialplanSettings = DialplanSettings()
     pbx: PbxSettings = PbxSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
     journal: JournalSettings = JournalSettings()
     unattended: UnattendedSettings = UnattendedSettings()

@@ -91,3 +91,18 @@ def test_the_baseline_takes_turns_with_the_first_service_flow() -> None:
     assert groups(["baseline", "service"], paired=False) == [["baseline"], ["service"]]
     assert arguments([]).paired is True
     assert arguments(["--unpaired"]).paired is False
+
+
+def test_the_priority_is_a_realtime_one_or_none(capsys: Any) -> None:
+    """``--priority``: 0 by default (normal scheduling), 1-99 SCHED_RR; else a clear
+    error."""
+    import pytest
+
+    from bench.__main__ import arguments
+
+    assert arguments([]).priority == 0
+    assert arguments(["--priority", "5"]).priority == 5
+    for bad in ("100", "-1", "high"):
+        with pytest.raises(SystemExit):
+            arguments(["--priority", bad])
+        assert "--priority" in capsys.readouterr().err
