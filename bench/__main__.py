@@ -62,6 +62,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="run the service ([scheduling] realtime_priority) and this "
                              "machine's PostgreSQL at SCHED_RR with this priority, 1-99 "
                              "(default 0: normal scheduling; PostgreSQL is set back after)")
+    parser.add_argument("--asterisk-realtime", action="store_true",
+                        help="start Asterisk with -p (SCHED_RR 10), as Debian's "
+                             "asterisk.service does (default: normal scheduling)")
     parser.add_argument("--unpaired", dest="paired", action="store_false",
                         help="each variant on a PBX of its own, one after the other (default: "
                              "the baseline's steps alternate with the first service flow's)")
@@ -117,12 +120,19 @@ async def run(args: argparse.Namespace) -> int:
             rates = args.short_rates if prompts == "short" else args.real_rates
             with postgres_priority(args.priority):
                 for row in await run_group(paths, work, prompts, group, env, rates,
-                                           args.seconds, index):
+                                           args.seconds, index, args.asterisk_realtime):
                     rows.append(row)
             index += len(rates) * len(group)
-    write_reports(OUT, rows, args.label)
+    write_reports(OUT, rows, args.label, scheduling(args))
     print(f"bench: {OUT / 'results.json'}, results.md, results.png")
     return 0
+
+
+def scheduling(args: argparse.Namespace) -> dict[str, str]:
+    """How the run scheduled the processes that share the machine (for the results)."""
+    service = f"SCHED_RR {args.priority}" if args.priority else "normal"
+    return {"asterisk": "SCHED_RR 10 (-p)" if args.asterisk_realtime else "normal",
+            "service": service, "postgresql": service, "sipp": "normal"}
 
 
 @contextlib.contextmanager
@@ -132,8 +142,7 @@ def postgres_priority(priority: int) -> Iterator[None]:
     if not priority:
         yield
         return
-    found = list(postgres_cpu())
-    for pid in found:
+    for pid in postgres_cpu():
         with contextlib.suppress(OSError):
             os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(priority))
     try:
@@ -158,7 +167,7 @@ def groups(variants: list[str], paired: bool) -> list[list[str]]:
 
 async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
                     env: dict[str, str], rates: list[float], seconds: int,
-                    first: int) -> list[dict[str, Any]]:
+                    first: int, realtime: bool = False) -> list[dict[str, Any]]:
     """The group's steps on a PBX and a service started for it (the baseline too runs
     beside an idle service, so that every variant shares the machine alike). At each
     rate the variants take turns, the first alternating; a variant stops after its first
@@ -168,7 +177,7 @@ async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
     timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
     database = f"ivr_bench_{prompts}"
     url = await fresh_database(settings.database.url.get_secret_value(), database)
-    pbx = Asterisk(paths, settings, baseline=True)
+    pbx = Asterisk(paths, settings, baseline=True, realtime=realtime)
     pbx.start()
     service, log = start_service(url, env, work / f"service-{prompts}-{'-'.join(group)}.log")
     engine = create_async_engine(url, poolclass=pool.NullPool)

@@ -19,6 +19,9 @@ COLUMNS = (
     ("notice_end_to_mixmonitor_ms_p99", "p99"),
     ("digit_to_decision_stored_ms_p50", "digit→stored p50 ms"),
     ("digit_to_decision_stored_ms_p99", "p99"),
+    ("digit_to_mixmonitor_ms_p99", "digit→MixMonitor p99 ms"),
+    ("digit_to_report_ms_p99", "digit→report (PBX) p99"),
+    ("report_to_decision_stored_ms_p99", "report→stored (service) p99"),
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
     ("postgres_cpu_s_per_call", "PostgreSQL CPU s/call"),
@@ -40,6 +43,40 @@ def capacity(rows: list[dict[str, Any]], variant: str, prompts: str) -> float:
     return best
 
 
+def limit_found(rows: list[dict[str, Any]], variant: str, prompts: str) -> bool:
+    """Whether a step of the variant failed: if none did, its capacity is only a lower
+    bound (the highest rate tried)."""
+    return any(not r["clean"] for r in rows if r["variant"] == variant
+               and r["prompts"] == prompts)
+
+
+# The latency target: both p99s at most this at 80 % of the service's capacity.
+TARGET_MS = 50.0
+TARGET_SHARE = 0.8
+LATENCIES = ("digit_to_decision_stored_ms_p99", "notice_end_to_mixmonitor_ms_p99")
+
+
+def at_target_share(rows: list[dict[str, Any]], variant: str,
+                    prompts: str) -> dict[str, Any] | None:
+    """The variant's latencies at the highest rate it ran at or below 80 % of its capacity,
+    and whether both p99s are within the target."""
+    limit = TARGET_SHARE * capacity(rows, variant, prompts)
+    below = [r for r in rows if r["variant"] == variant and r["prompts"] == prompts
+             and r["clean"] and r["rate_cps"] <= limit]
+    if not below:
+        return None
+    row = max(below, key=lambda r: r["rate_cps"])
+    values = [row.get(key) for key in LATENCIES]
+    # the same rate's digit -> MixMonitor, the service's and the PBX's alone (baseline)
+    baseline = next((r for r in rows if r["variant"] == "baseline"
+                     and r["prompts"] == prompts and r["rate_cps"] == row["rate_cps"]), {})
+    return {"rate_cps": row["rate_cps"], **{key: row.get(key) for key in LATENCIES},
+            "digit_to_mixmonitor_ms_p99": row.get("digit_to_mixmonitor_ms_p99"),
+            "baseline_digit_to_mixmonitor_ms_p99": baseline.get("digit_to_mixmonitor_ms_p99"),
+            "target_ms": TARGET_MS,
+            "met": all(v is not None and v <= TARGET_MS for v in values)}
+
+
 SERVICE_VARIANTS = ("service", "service-dialplan")
 FLOW_KEYS = {"service": "service_ari", "service-dialplan": "service_dialplan"}
 
@@ -52,12 +89,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for prompts in sorted({r["prompts"] for r in rows}):
         measured = {r["variant"] for r in rows if r["prompts"] == prompts}
         baseline = capacity(rows, "baseline", prompts)
-        figures: dict[str, Any] = {"baseline": {"max_clean_cps": baseline}}
+        figures: dict[str, Any] = {"baseline": {
+            "max_clean_cps": baseline,
+            "limit_found": limit_found(rows, "baseline", prompts)}}
         for variant in SERVICE_VARIANTS:
             if variant in measured:
                 cps = capacity(rows, variant, prompts)
-                figures[FLOW_KEYS[variant]] = {"max_clean_cps": cps,
-                                               "ratio": _ratio(cps, baseline)}
+                figures[FLOW_KEYS[variant]] = {
+                    "max_clean_cps": cps, "ratio": _ratio(cps, baseline),
+                    "limit_found": limit_found(rows, variant, prompts),
+                    "at_80_percent": at_target_share(rows, variant, prompts)}
         flows = [v for v in SERVICE_VARIANTS if v in measured]
         best = max(flows, key=lambda v: capacity(rows, v, prompts), default=None)
         service = capacity(rows, best, prompts) if best else 0.0
@@ -74,9 +115,10 @@ def _ratio(service: float, baseline: float) -> float | None:
     return round(service / baseline, 3) if baseline else None
 
 
-def write_reports(out: Path, rows: list[dict[str, Any]], label: str) -> None:
+def write_reports(out: Path, rows: list[dict[str, Any]], label: str,
+                  scheduling: dict[str, str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    result = {**summary(rows), "label": label,
+    result = {**summary(rows), "label": label, "scheduling": scheduling or {},
               "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {_cpus()} CPUs, Python "
                          f"{platform.python_version()}",
@@ -89,19 +131,44 @@ def write_reports(out: Path, rows: list[dict[str, Any]], label: str) -> None:
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Benchmark results{' — ' + result['label'] if result['label'] else ''}", "",
              f"Measured {result['measured_at']} on {result['machine']} with `make bench`.", ""]
+    if result.get("scheduling"):
+        lines += ["Scheduling: " + ", ".join(f"{who} {how}" for who, how
+                                             in result["scheduling"].items()) + ".", ""]
     for prompts, figures in result["by_prompts"].items():
         flows = "; ".join(
-            f"{name} {figures[key]['max_clean_cps']:g} calls/s (ratio {figures[key]['ratio']})"
+            f"{name} {_cps(figures[key])} (ratio {figures[key]['ratio']})"
             for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan"))
             if key in figures)
-        lines.append(f"- {prompts} prompts: baseline {figures['baseline']['max_clean_cps']:g} "
-                     f"calls/s, service {figures['service']['max_clean_cps']:g} calls/s, "
+        lines.append(f"- {prompts} prompts: baseline {_cps(figures['baseline'])}, service "
+                     f"{figures['service']['max_clean_cps']:g} calls/s, "
                      f"ratio {figures['ratio']}" + (f" ({flows})" if flows else ""))
+        for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan")):
+            if key in figures:
+                lines.append(f"  - {name}: {_at_target_share(figures[key])}")
     lines += ["", "| " + " | ".join(title for _, title in COLUMNS) + " |",
               "|" + "---|" * len(COLUMNS)]
     for row in result["rows"]:
         lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cps(figures: dict[str, Any]) -> str:
+    """A capacity, as a lower bound when no step failed."""
+    return ("" if figures.get("limit_found", True) else "at least ") \
+        + f"{figures['max_clean_cps']:g} calls/s"
+
+
+def _at_target_share(figures: dict[str, Any]) -> str:
+    at = figures.get("at_80_percent")
+    if not at:
+        return f"no clean step at or below {TARGET_SHARE:.0%} of its capacity"
+    verdict = "met" if at["met"] else "not met"
+    return (f"at {at['rate_cps']:g} calls/s (at most {TARGET_SHARE:.0%} of its capacity), "
+            f"p99 digit→stored {_cell(at['digit_to_decision_stored_ms_p99'])} ms, notice "
+            f"end→MixMonitor {_cell(at['notice_end_to_mixmonitor_ms_p99'])} ms: "
+            f"the {at['target_ms']:g} ms target {verdict}; digit→MixMonitor p99 "
+            f"{_cell(at['digit_to_mixmonitor_ms_p99'])} ms, the baseline's (the PBX "
+            f"alone) {_cell(at['baseline_digit_to_mixmonitor_ms_p99'])} ms")
 
 
 def _cell(value: Any) -> str:

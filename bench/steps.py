@@ -115,7 +115,10 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     if ctx.variant == "baseline":
         files = [p for p in ctx.recordings.glob("baseline-*")
                  if p.stat().st_mtime >= started_wall]
-        row |= {"recordings": len(files), "receipts": None}
+        after_notice = [took for caller, took in map(baseline_stamps, files)
+                        if caller.startswith(f"{prefix}2") and took is not None]
+        row |= {"recordings": len(files), "receipts": None,
+                "digit_to_mixmonitor_ms_p99": percentile(after_notice, 0.99)}
     else:
         row |= await service_figures(ctx, prefix, log_offset)
         row |= {
@@ -203,8 +206,9 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
     async with ctx.engine.connect() as connection:
         rows = [dict(r) for r in (await connection.execute(
             text(CALLS_SQL), {"prefix": prefix + "%"})).mappings()]
-    stored_at = decision_log_times(ctx.service_log, log_offset)
-    notice_to_record, digit_to_stored = [], []
+    stored_at, service_ms = decision_log_times(ctx.service_log, log_offset)
+    notice_to_record, digit_to_stored, digit_to_report, report_to_stored = [], [], [], []
+    digit_to_record = []
     for r in rows:
         if r["decision"] == "consent" and r["recording_started_at"] and r["notice_ended_at"] \
                 and r["digit_at"] and r["digit_at"] <= r["notice_ended_at"]:
@@ -212,6 +216,11 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         if r["digit_at"] and r["notice_ended_at"] and r["digit_at"] > r["notice_ended_at"] \
                 and r["id"] in stored_at:
             digit_to_stored.append(ms(r["digit_at"], stored_at[r["id"]]))
+            if r["recording_started_at"]:
+                digit_to_record.append(ms(r["digit_at"], r["recording_started_at"]))
+            if r["id"] in service_ms:  # the dialplan flow: the PBX's part, the service's
+                report_to_stored.append(service_ms[r["id"]])
+                digit_to_report.append(digit_to_stored[-1] - service_ms[r["id"]])
     recorded = [r for r in rows if r["file_name"] and r["mixmonitor_id"]
                 and (ctx.recordings / r["file_name"]).is_file()]
     unbased = [r for r in recorded if r["decision"] not in ("consent", "legal_basis")]
@@ -225,7 +234,22 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         "notice_end_to_mixmonitor_ms_p99": percentile(notice_to_record, 0.99),
         "digit_to_decision_stored_ms_p50": percentile(digit_to_stored, 0.5),
         "digit_to_decision_stored_ms_p99": percentile(digit_to_stored, 0.99),
+        "digit_to_mixmonitor_ms_p99": percentile(digit_to_record, 0.99),
+        "digit_to_report_ms_p99": percentile(digit_to_report, 0.99),
+        "report_to_decision_stored_ms_p99": percentile(report_to_stored, 0.99),
     }
+
+
+def baseline_stamps(path: Path) -> tuple[str, float | None]:
+    """The caller and the milliseconds from digit to MixMonitor, from the name the
+    baseline gives its recording (``baseline-<uniqueid>-<caller>-<digit at>-<MixMonitor
+    at>.<format>``, both instants in epoch seconds); ``None`` for a name not of that form."""
+    parts = path.name.rsplit(".", 1)[0].split("-")
+    try:
+        digit_at, recording_at = float(parts[-2]), float(parts[-1])
+    except (IndexError, ValueError):
+        return "", None
+    return parts[-3], round((recording_at - digit_at) * 1000, 1)
 
 
 def peak_concurrency(rows: list[dict[str, Any]]) -> int:
@@ -240,18 +264,24 @@ def peak_concurrency(rows: list[dict[str, Any]]) -> int:
     return peak
 
 
-def decision_log_times(log: Path, offset: int) -> dict[str, datetime]:
-    """call id -> when the service logged its decision as stored (after the commit)."""
+def decision_log_times(log: Path, offset: int) -> tuple[dict[str, datetime],
+                                                       dict[str, float]]:
+    """call id -> when the service logged its decision as stored (after the commit); and,
+    where the log line says (the dialplan flow), call id -> the milliseconds the service
+    took from the dialplan's report to the commit."""
     found: dict[str, datetime] = {}
+    took: dict[str, float] = {}
     with log.open("rb") as stream:
         stream.seek(offset)
         for line in stream:
             if b'"decision stored"' not in line:
                 continue
-            with contextlib.suppress(ValueError, KeyError):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
                 entry = json.loads(line)
                 found[entry["call_id"]] = datetime.fromisoformat(entry["time"])
-    return found
+                if "ms" in entry:
+                    took[entry["call_id"]] = float(entry["ms"])
+    return found, took
 
 
 def ms(start: datetime, end: datetime) -> float:

@@ -48,10 +48,13 @@ def pid_alive(pid: int) -> bool:
 class Asterisk:
     """The test PBX's Asterisk in ``paths.root``, configured from ``settings``."""
 
-    def __init__(self, paths: Paths, settings: Settings, baseline: bool = False) -> None:
+    def __init__(self, paths: Paths, settings: Settings, baseline: bool = False,
+                 realtime: bool = False) -> None:
         self.paths = paths
         self.settings = settings
         self.baseline = baseline  # the benchmark's dialplan-only flow (make bench)
+        # Asterisk at SCHED_RR 10 (``-p``), as Debian's asterisk.service starts it
+        self.realtime = realtime
         self.pid_file = paths.state / "asterisk.pid"
         self.console_log = paths.logs / "asterisk-console.log"
         self.etc = paths.asterisk_dir("/etc/asterisk")
@@ -114,7 +117,7 @@ class Asterisk:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         with self.console_log.open("ab") as log:
             proc = subprocess.Popen(
-                [*self.command(), "-f", "-n", "-q"],
+                [*self.command(), "-f", "-n", "-q", *(["-p"] if self.realtime else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, umask=0o027,
             )

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import percentile, postgres_cpu_between
-from bench.report import capacity, markdown, summary, write_reports
-from bench.steps import Timing, peak_concurrency
+from bench.report import at_target_share, capacity, markdown, summary, write_reports
+from bench.steps import Timing, baseline_stamps, decision_log_times, peak_concurrency
 
 
 def row(variant: str, rate: float, clean: bool, prompts: str = "short") -> dict[str, Any]:
@@ -38,7 +38,8 @@ def test_the_summary_gives_both_capacities_and_their_ratio_per_prompt_kind() -> 
             row("service", 40, False), row("baseline", 10, True, "real"),
             row("service", 10, True, "real")]
     result = summary(rows)
-    assert result["baseline"] == {"max_clean_cps": 40} and result["ratio"] == 0.75
+    assert result["baseline"] == {"max_clean_cps": 40, "limit_found": True}
+    assert result["ratio"] == 0.75
     assert result["by_prompts"]["real"]["ratio"] == 1.0
 
 
@@ -50,6 +51,69 @@ def test_the_reports_are_written(tmp_path: Path) -> None:
     assert "| short | service | 20 | 10 | 8 | 2 |" in text and "**no**" in text
     assert markdown({"label": "", "measured_at": "t", "machine": "m", "by_prompts": {},
                      "rows": []}).startswith("# Benchmark results")
+
+
+def latency_row(rate: float, clean: bool, digit: float | None,
+                notice: float | None) -> dict[str, Any]:
+    return row("service-dialplan", rate, clean) | {
+        "digit_to_decision_stored_ms_p99": digit, "notice_end_to_mixmonitor_ms_p99": notice}
+
+
+def test_the_latency_target_is_read_at_80_percent_of_the_service_capacity() -> None:
+    """Capacity 50: the highest clean rate at or below 40 is judged, both p99s against
+    50 ms; a capacity no step failed is a lower bound, and the report says so."""
+    rows = [latency_row(30, True, 12.0, 20.0), latency_row(40, True, 49.0, 51.0),
+            latency_row(50, True, 300.0, 400.0), latency_row(60, False, None, None)]
+    judged = at_target_share(rows, "service-dialplan", "short")
+    assert judged is not None and judged["rate_cps"] == 40 and judged["met"] is False
+    rows[1]["notice_end_to_mixmonitor_ms_p99"] = 50.0
+    judged = at_target_share(rows, "service-dialplan", "short")
+    assert judged is not None and judged["met"] is True
+    # a p99 not measured is not a met target
+    rows[1]["digit_to_decision_stored_ms_p99"] = None
+    assert at_target_share(rows, "service-dialplan", "short")["met"] is False  # type: ignore[index]
+    # nothing clean at or below 80 %: nothing to judge
+    assert at_target_share([latency_row(10, False, 1.0, 1.0)], "service-dialplan",
+                           "short") is None
+    figures = summary([*rows, row("baseline", 60, True)])
+    assert figures["service_dialplan"]["limit_found"] is True
+    assert figures["baseline"]["limit_found"] is False
+    text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m",
+                     "scheduling": {"asterisk": "SCHED_RR 10 (-p)"}, "rows": []})
+    assert "Scheduling: asterisk SCHED_RR 10 (-p)." in text
+    assert "baseline at least 60 calls/s" in text and "dialplan flow 50 calls/s" in text
+    assert "at 40 calls/s" in text and "p99 digit→stored n/a ms" in text
+    assert "the 50 ms target not met" in text
+    # beside it, the PBX's own digit -> MixMonitor at the same rate
+    rows[1]["digit_to_mixmonitor_ms_p99"] = 60.0
+    both = at_target_share([*rows, row("baseline", 40, True) | {
+        "digit_to_mixmonitor_ms_p99": 45.0}], "service-dialplan", "short")
+    assert both is not None and both["digit_to_mixmonitor_ms_p99"] == 60.0
+    assert both["baseline_digit_to_mixmonitor_ms_p99"] == 45.0
+
+
+def test_the_baseline_names_its_recording_with_the_digit_and_mixmonitor_times() -> None:
+    took = baseline_stamps(Path("baseline-vm-1795447941.12-031022007-1795447950.120-"
+                                "1795447950.155.wav"))
+    assert took == ("031022007", 35.0)
+    assert baseline_stamps(Path("baseline-1795447941.12.wav")) == ("", None)
+    assert baseline_stamps(Path("baseline-x-031-now-later.wav")) == ("", None)
+
+
+def test_the_decision_log_gives_when_stored_and_the_service_part(tmp_path: Path) -> None:
+    """Each "decision stored" line: when (after the commit) and, where it says, how long
+    the service took from the report; other lines and broken ones are passed over."""
+    log = tmp_path / "service.log"
+    log.write_text(
+        '{"time": "2026-11-23T10:00:00.100+00:00", "message": "decision stored", '
+        '"call_id": "a", "ms": 4.5}\n'
+        '{"time": "2026-11-23T10:00:00.200+00:00", "message": "decision stored", '
+        '"call_id": "b"}\n'
+        '{"time": "2026-11-23T10:00:00.300+00:00", "message": "call ended", "call_id": "c"}\n'
+        '{"message": "decision stored", "call_id": "d"\n')
+    stored, took = decision_log_times(log, 0)
+    assert sorted(stored) == ["a", "b"] and took == {"a": 4.5}
+    assert stored["a"] == datetime(2026, 11, 23, 10, 0, 0, 100000, tzinfo=UTC)
 
 
 def test_callers_press_during_the_question_and_after_the_notice() -> None:
@@ -102,7 +166,17 @@ def test_the_priority_is_a_realtime_one_or_none(capsys: Any) -> None:
 
     assert arguments([]).priority == 0
     assert arguments(["--priority", "5"]).priority == 5
+    assert arguments([]).asterisk_realtime is False
     for bad in ("100", "-1", "high"):
         with pytest.raises(SystemExit):
             arguments(["--priority", bad])
         assert "--priority" in capsys.readouterr().err
+
+
+def test_the_results_say_how_the_processes_were_scheduled() -> None:
+    from bench.__main__ import arguments, scheduling
+
+    assert scheduling(arguments([])) == {"asterisk": "normal", "service": "normal",
+                                         "postgresql": "normal", "sipp": "normal"}
+    chosen = scheduling(arguments(["--priority", "20", "--asterisk-realtime"]))
+    assert chosen["asterisk"] == "SCHED_RR 10 (-p)" and chosen["service"] == "SCHED_RR 20"
