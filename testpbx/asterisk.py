@@ -108,6 +108,10 @@ class Asterisk:
             command += ["-C", f"{self.etc}/asterisk.conf"]
         return command
 
+    def start_command(self) -> list[str]:
+        """In the foreground, no colour, quiet; ``-p`` (``SCHED_RR`` 10) if realtime."""
+        return [*self.command(), "-f", "-n", "-q", *(["-p"] if self.realtime else [])]
+
     def start(self, timeout: float = 90.0) -> int:
         """Start Asterisk in the foreground of its own session; return its PID when booted."""
         if self.running_pid() is not None:
@@ -117,7 +121,7 @@ class Asterisk:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         with self.console_log.open("ab") as log:
             proc = subprocess.Popen(
-                [*self.command(), "-f", "-n", "-q", *(["-p"] if self.realtime else [])],
+                self.start_command(),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, umask=0o027,
             )

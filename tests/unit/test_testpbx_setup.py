@@ -86,3 +86,36 @@ def test_setup_script_refuses_without_root_with_the_fix() -> None:
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "needs root" in done.stderr and "fix:" in done.stderr
+
+
+def test_asterisk_runs_at_realtime_priority_only_when_asked(tmp_path: Path) -> None:
+    """``make bench --asterisk-realtime`` starts Asterisk with ``-p``, as Debian's
+    asterisk.service does; the test PBX otherwise runs at normal scheduling."""
+    from ivr.settings import Settings
+    from testpbx.asterisk import Asterisk
+
+    paths = Paths(cache=tmp_path / "cache", state=tmp_path / "state")
+    assert "-p" not in Asterisk(paths, Settings(mode="test")).start_command()
+    command = Asterisk(paths, Settings(mode="test"), realtime=True).start_command()
+    assert command[:3] == ["chroot", str(paths.root), "/usr/sbin/asterisk"]
+    assert command[3:] == ["-f", "-n", "-q", "-p"]
+
+
+def test_the_baseline_names_its_recordings_as_the_bench_reads_them() -> None:
+    """The baseline's MixMonitor file name carries the caller, the digit's time and
+    MixMonitor's, in the order bench/steps.py reads them back."""
+    import re
+
+    from bench.steps import baseline_stamps
+
+    text = (REPO / "asterisk-conf/baseline/extensions_baseline.conf").read_text()
+    name = re.search(r"MixMonitor\(@@recordings_dir@@/(.+\.@@recording_format@@)\)", text)
+    assert name is not None
+    assert name.group(1) == ("baseline-${UNIQUEID}-${CALLERID(num)}-${DIGIT_AT}-"
+                             "${RECORDING_AT}.@@recording_format@@")
+    filled = (name.group(1).replace("${UNIQUEID}", "vm-1795447941.3")
+              .replace("${CALLERID(num)}", "031022001").replace("${DIGIT_AT}", "100.250")
+              .replace("${RECORDING_AT}", "100.262").replace("@@recording_format@@", "wav"))
+    assert baseline_stamps(Path(filled)) == ("031022001", 12.0)
+    assert "Set(DIGIT_AT=${STRFTIME(,UTC,%s.%3q)})" in text
+    assert "Set(RECORDING_AT=${STRFTIME(,UTC,%s.%3q)})" in text
