@@ -156,6 +156,22 @@ class AriClient:
         await self.request("POST", f"/applications/{self.settings.app}/subscription",
                            params={"eventSource": f"channel:{channel_id}"})
 
+    async def registered(self, tries: int = 5, pause: float = 0.1) -> bool:
+        """Whether Asterisk has the application (``GET /applications/<app>``), asked a few
+        times while it may still be registering it; an ARI that cannot be asked is taken
+        at its word (the events will tell)."""
+        for attempt in range(tries):
+            try:
+                await self.request("GET", f"/applications/{self.settings.app}")
+                return True
+            except AriError as exc:
+                if exc.status != 404:
+                    log.warning("ARI application not checked: %s", exc)
+                    return True
+            if attempt < tries - 1:
+                await asyncio.sleep(pause)
+        return False
+
     async def filter_events(self) -> None:
         """Ask Asterisk to send the application only :data:`WANTED_EVENTS`. Without the
         filter (an Asterisk that refuses it) every event still arrives and is ignored."""
@@ -183,6 +199,16 @@ class AriClient:
                 async for ws in connect(self.events_url(), additional_headers=headers,
                                         open_timeout=5, ping_interval=10, ping_timeout=10,
                                         max_size=1 << 20):
+                    if not await self.registered():
+                        # The websocket is open but the application is not Asterisk's
+                        # (the last connection's teardown can unregister the name as this
+                        # one registers it): calls would find no application. Again.
+                        log.warning("ARI events: Asterisk has not registered the "
+                                    "application on this connection; reconnecting in %.1f s",
+                                    backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
+                        continue
                     reconnects += 1
                     backoff = 0.5
                     log.info("ARI events connected", extra={"reconnects": reconnects})

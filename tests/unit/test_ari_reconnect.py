@@ -91,3 +91,49 @@ async def test_events_up_follows_the_websocket() -> None:
             assert isinstance(await pending, Connected)
         assert not client.events_up.is_set()  # the stream closed
         await client.aclose()
+
+
+async def test_a_connection_whose_application_asterisk_lost_is_made_again() -> None:
+    """The websocket opened but Asterisk does not have the application (the previous
+    connection's teardown unregistered the name as this one registered it: calls would
+    find no application). The client asks ``GET /applications/<app>``, and while Asterisk
+    answers 404 it connects again; ``Connected`` comes only once the application is
+    there."""
+    from websockets.http11 import Request
+
+    opened: list[int] = []
+    asked: list[str] = []
+
+    def applications(connection: ServerConnection, request: Request) -> object:
+        if request.path.startswith("/ari/applications/"):
+            asked.append(request.path)
+            # lost on the first two connections (five asks each), there on the third
+            status = 404 if len(opened) < 3 else 200
+            return connection.respond(status, "{}" if status == 200 else
+                                      '{"message": "Application not found"}')
+        return None
+
+    async def events(ws: ServerConnection) -> None:
+        opened.append(1)
+        if len(opened) == 3:
+            await ws.send(FRAME)
+        await ws.wait_closed()
+
+    async with serve(events, "127.0.0.1", 0, process_request=applications) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        settings = AriSettings(url=f"http://127.0.0.1:{port}", password=SecretStr("pw"),
+                               reconnect_max_seconds=1)
+        client = AriClient(settings)
+        items: list[object] = []
+        async with aclosing(client.events()) as events_:
+            async with asyncio.timeout(15):
+                async for item in events_:
+                    items.append(item)
+                    if len(items) == 2:
+                        break
+        await client.aclose()
+
+    assert [type(i) for i in items] == [Connected, StasisStart]
+    assert isinstance(items[0], Connected) and items[0].reconnects == 0
+    assert len(opened) == 3
+    assert asked[0] == "/ari/applications/ivr" and len(asked) >= 11
