@@ -10,13 +10,28 @@ from contextlib import aclosing
 from pathlib import Path
 
 from pydantic import SecretStr
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from ivr.asterisk.ari import AriClient, Connected
 from ivr.asterisk.ari_events import StasisStart
 from ivr.settings import AriSettings
 
 FRAME = (Path(__file__).parent / "transcripts" / "ari_events.jsonl").read_text().splitlines()[0]
+
+
+async def first_items(server: Server, count: int) -> list[object]:
+    """The first ``count`` items of a client's event stream from ``server``."""
+    port = next(iter(server.sockets)).getsockname()[1]
+    client = AriClient(AriSettings(url=f"http://127.0.0.1:{port}", password=SecretStr("pw"),
+                                   reconnect_max_seconds=1))
+    items: list[object] = []
+    async with aclosing(client.events()) as events, asyncio.timeout(15):
+        async for item in events:
+            items.append(item)
+            if len(items) == count:
+                break
+    await client.aclose()
+    return items
 
 
 async def test_dropped_websocket_reconnects_and_reports_it() -> None:
@@ -29,18 +44,7 @@ async def test_dropped_websocket_reconnects_and_reports_it() -> None:
         await ws.close()
 
     async with serve(drop_after_one_frame, "127.0.0.1", 0) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        settings = AriSettings(url=f"http://127.0.0.1:{port}", password=SecretStr("pw"),
-                               reconnect_max_seconds=1)
-        client = AriClient(settings)
-        items: list[object] = []
-        async with aclosing(client.events()) as events:
-            async with asyncio.timeout(15):
-                async for item in events:
-                    items.append(item)
-                    if len(items) == 4:
-                        break
-        await client.aclose()
+        items = await first_items(server, 4)
 
     assert [type(i) for i in items] == [Connected, StasisStart, Connected, StasisStart]
     assert [i.reconnects for i in items if isinstance(i, Connected)] == [0, 1]
@@ -120,18 +124,7 @@ async def test_a_connection_whose_application_asterisk_lost_is_made_again() -> N
         await ws.wait_closed()
 
     async with serve(events, "127.0.0.1", 0, process_request=applications) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        settings = AriSettings(url=f"http://127.0.0.1:{port}", password=SecretStr("pw"),
-                               reconnect_max_seconds=1)
-        client = AriClient(settings)
-        items: list[object] = []
-        async with aclosing(client.events()) as events_:
-            async with asyncio.timeout(15):
-                async for item in events_:
-                    items.append(item)
-                    if len(items) == 2:
-                        break
-        await client.aclose()
+        items = await first_items(server, 2)
 
     assert [type(i) for i in items] == [Connected, StasisStart]
     assert isinstance(items[0], Connected) and items[0].reconnects == 0
