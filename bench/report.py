@@ -20,7 +20,7 @@ COLUMNS = (
     ("digit_to_decision_stored_ms_p50", "digit→stored p50 ms"),
     ("digit_to_decision_stored_ms_p99", "p99"),
     ("digit_to_mixmonitor_ms_p99", "digit→MixMonitor p99 ms"),
-    ("digit_to_report_ms_p99", "digit→report (PBX) p99"),
+    ("digit_to_report_ms_p99", "digit→report read p99"),
     ("report_to_decision_stored_ms_p99", "report→stored (service) p99"),
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
