@@ -1,12 +1,15 @@
 """What one benchmark step measures outside SIPp: CPU seconds of a process (from /proc),
-its resident memory, sampled, and PostgreSQL's transaction counter for a database."""
+its resident memory and the machine's busy cores, sampled, SIPp's own CPU, and
+PostgreSQL's transaction counter for a database."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import resource
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +48,22 @@ def postgres_cpu_between(before: dict[int, float], after: dict[int, float]) -> f
     return sum(max(0.0, spent - before.get(pid, 0.0)) for pid, spent in after.items())
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of this machine have spent busy so far (anything but idle and
+    waiting for I/O), from the first line of /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / TICKS
+
+
+def finished_children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have ended and been
+    waited for (a step's SIPp processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -54,15 +73,19 @@ def rss_mb(pid: int) -> float:
 
 
 @dataclass
-class MemorySampler:
-    """The largest resident size of ``pid`` while it runs (every half second)."""
+class Sampler:
+    """Every half second while a step runs: the largest resident size of ``pid``, and how
+    many of the machine's cores were busy, as the busiest second of the step (a step
+    whose cores were all busy makes every thread wait for one, the PBX's among them)."""
 
     pid: int
     peak_mb: float = 0.0
     samples: list[float] = field(default_factory=list)
+    busy: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, busy s)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.busy.append((time.monotonic(), machine_busy_seconds()))
             try:
                 value = rss_mb(self.pid)
             except FileNotFoundError:
@@ -71,6 +94,23 @@ class MemorySampler:
             self.peak_mb = max(self.peak_mb, value)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
+
+    @property
+    def cores_busy(self) -> tuple[float | None, float | None]:
+        """Busy cores over windows of about a second (two samples apart): the median
+        window's and the busiest's."""
+        return cores_busy(self.busy)
+
+
+def cores_busy(samples: Sequence[tuple[float, float]],
+               span: int = 2) -> tuple[float | None, float | None]:
+    """Cores busy over each ``span`` consecutive sampling intervals: the median and the
+    most."""
+    rates = [(b1 - b0) / (t1 - t0)
+             for (t0, b0), (t1, b1) in zip(samples, samples[span:], strict=False) if t1 > t0]
+    if not rates:
+        return None, None
+    return round(statistics.median(rates), 2), round(max(rates), 2)
 
 
 async def transactions(engine: AsyncEngine, database: str) -> int:

@@ -24,8 +24,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.measure import (
-    MemorySampler,
+    Sampler,
     cpu_seconds,
+    finished_children_cpu,
     percentile,
     postgres_cpu,
     postgres_cpu_between,
@@ -85,10 +86,11 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     started_wall = time.time()
     log_offset = ctx.service_log.stat().st_size if ctx.service_log.exists() else 0
     cpu_before = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
+    sipp_before = finished_children_cpu()
     postgres_before = postgres_cpu()
     xact_before = await transactions(ctx.engine, ctx.database)
     stop = asyncio.Event()
-    memory = MemorySampler(ctx.service_pid)
+    memory = Sampler(ctx.service_pid)
     sampler = asyncio.create_task(memory.run(stop))
     try:
         info, rfc = await asyncio.gather(
@@ -111,7 +113,10 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
         "invite_200_ms_p50": percentile(info["rtt"] + rfc["rtt"], 0.5),
         "invite_200_ms_p99": percentile(info["rtt"] + rfc["rtt"], 0.99),
         "asterisk_cpu_s_per_call": round((cpu_after[0] - cpu_before[0]) / max(1, attempted), 4),
+        "sipp_cpu_s_per_call": round((finished_children_cpu() - sipp_before)
+                                     / max(1, attempted), 4),
     }
+    row["cores_busy_median"], row["cores_busy_peak"] = memory.cores_busy
     if ctx.variant == "baseline":
         files = [p for p in ctx.recordings.glob("baseline-*")
                  if p.stat().st_mtime >= started_wall]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.measure import percentile, postgres_cpu_between
+from bench.measure import cores_busy, machine_busy_seconds, percentile, postgres_cpu_between
 from bench.report import at_target_share, capacity, markdown, summary, write_reports
 from bench.steps import Timing, baseline_stamps, decision_log_times, peak_concurrency
 
@@ -141,6 +141,23 @@ def test_postgres_cpu_counts_each_process_growth_never_negative() -> None:
     after = {10: 5.5, 12: 1.25, 13: 0.5}
     assert postgres_cpu_between(before, after) == 0.5 + 0.25 + 0.5
     assert postgres_cpu_between(before, {}) == 0.0
+
+
+def test_busy_cores_are_read_as_the_median_and_the_busiest_second() -> None:
+    # (monotonic, busy CPU seconds): 1 core busy, then both, then 0.5
+    samples = [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0), (1.5, 2.0), (2.0, 3.0), (2.5, 3.25),
+               (3.0, 3.5)]
+    # windows of two intervals: 1.0, 1.5, 2.0, 1.25, 0.5 cores
+    assert cores_busy(samples) == (1.25, 2.0)
+    assert cores_busy(samples, span=1) == (1.0, 2.0)
+    assert cores_busy(samples[:2]) == (None, None)  # not a whole window yet
+    assert cores_busy([(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]) == (None, None)  # no time passed
+
+
+def test_the_machine_busy_time_only_grows() -> None:
+    first = machine_busy_seconds()
+    sum(range(200_000))
+    assert machine_busy_seconds() >= first > 0
 
 
 def test_the_baseline_takes_turns_with_the_first_service_flow() -> None:
