@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -20,13 +20,33 @@ from ivr.policy.lines import LineKind
 from ivr.store.database import Database
 from ivr.store.models import Call, Callback, CallbackAttempt, MissedCall
 
-KNOWN_MISSED = "SELECT callback_id FROM missed_calls WHERE call_id = %(call_id)s"
+# The statements below take a batch of missed calls at once: a fixed number of statements
+# whatever its size (one missed call is a batch of one).
+KNOWN_MISSED = """
+SELECT call_id, callback_id FROM missed_calls WHERE call_id = ANY(%(call_ids)s::uuid[])
+"""
 
-# The caller's open callback: opened now, or (there is one already) locked until the missed
-# call is in and the callback's inheritance recomputed, so that instances merge one by one.
-# The partial unique index's predicate is written out: a bound parameter there would stop
-# PostgreSQL from matching the index once psycopg prepares the statement (from its fifth
-# run on a connection), and every missed call after that would fail.
+# Each caller's open callback: opened now if there is none. The partial unique index's
+# predicate is written out: a bound parameter there would stop PostgreSQL from matching
+# the index once psycopg prepares the statement (from its fifth run on a connection), and
+# every missed call after that would fail.
+OPEN_CALLBACKS = """
+INSERT INTO callbacks (id, caller, status, due_at, record, notice_required, overload)
+SELECT id, caller, 'open', due_at, false, false, overload
+FROM unnest(%(ids)s::uuid[], %(callers)s::text[], %(due_at)s::timestamptz[],
+            %(overload)s::boolean[]) AS t(id, caller, due_at, overload)
+ORDER BY caller
+ON CONFLICT (caller) WHERE status = 'open' DO NOTHING
+"""
+# ... then each locked, in the callers' order (so that instances merge one by one and two
+# batches never wait on each other), until its missed calls are in and its inheritance
+# recomputed. A caller missing here had an open callback closed in between (an agent just
+# returned the call): that one is opened alone.
+LOCK_OPEN_CALLBACKS = """
+SELECT id, caller FROM callbacks
+WHERE caller = ANY(%(callers)s::text[]) AND status = 'open'
+ORDER BY caller FOR UPDATE
+"""
 OPEN_CALLBACK = """
 INSERT INTO callbacks (id, caller, status, due_at, record, notice_required, overload)
 VALUES (%(id)s, %(caller)s, 'open', %(due_at)s, false, false, %(overload)s)
@@ -40,31 +60,39 @@ SELECT id FROM callbacks WHERE caller = %(caller)s AND status = 'open' FOR UPDAT
 INSERT_MISSED = """
 INSERT INTO missed_calls (id, call_id, callback_id, caller, caller_withheld, reason,
                           overloaded, missed_at)
-VALUES (%(id)s, %(call_id)s, %(callback_id)s, %(caller)s, %(caller_withheld)s, %(reason)s,
-        %(overloaded)s, %(missed_at)s)
+SELECT * FROM unnest(%(ids)s::uuid[], %(call_ids)s::uuid[], %(callback_ids)s::uuid[],
+                     %(callers)s::text[], %(withheld)s::boolean[], %(reasons)s::text[],
+                     %(overloaded)s::boolean[], %(missed_at)s::timestamptz[])
 """
 
-# Every call the callback returns, with its decision; on every row, the caller's first
-# revocation since the earliest of them (rule 8) and whether any was missed in overload.
+# Every call the callbacks return, with its decision; on every row, its caller's first
+# revocation since the earliest of its callback's calls (rule 8) and whether any of them
+# was missed in overload.
 RETURNED_CALLS = """
 WITH returned AS (
-    SELECT m.call_id, m.missed_at, m.overloaded, c.line_kind, c.notice_completed,
-           d.decision, d.notice_ended_at
+    SELECT m.callback_id, m.call_id, m.missed_at, m.overloaded, c.line_kind,
+           c.notice_completed, d.decision, d.notice_ended_at
     FROM missed_calls m JOIN calls c ON c.id = m.call_id
     LEFT JOIN decisions d ON d.call_id = m.call_id
-    WHERE m.callback_id = %(callback_id)s
+    WHERE m.callback_id = ANY(%(callback_ids)s::uuid[])
+), each_callback AS (
+    SELECT r.callback_id, cb.caller, min(r.missed_at) AS since,
+           bool_or(r.overloaded) AS any_overloaded
+    FROM returned r JOIN callbacks cb ON cb.id = r.callback_id
+    GROUP BY r.callback_id, cb.caller
 )
-SELECT returned.*, bool_or(overloaded) OVER () AS any_overloaded,
-       (SELECT min(r.received_at) FROM revocations r
-        WHERE r.caller = %(caller)s
-          AND r.received_at >= (SELECT min(missed_at) FROM returned)) AS revoked_at
-FROM returned
+SELECT returned.*, e.any_overloaded,
+       (SELECT min(v.received_at) FROM revocations v
+        WHERE v.caller = e.caller AND v.received_at >= e.since) AS revoked_at
+FROM returned JOIN each_callback e USING (callback_id)
 """
 
-REFRESH_CALLBACK = """
-UPDATE callbacks SET record = %(record)s, notice_required = %(notice_required)s,
-                     overload = %(overload)s
-WHERE id = %(id)s
+REFRESH_CALLBACKS = """
+UPDATE callbacks SET record = t.record, notice_required = t.notice_required,
+                     overload = t.overload
+FROM unnest(%(ids)s::uuid[], %(record)s::boolean[], %(notice_required)s::boolean[],
+            %(overload)s::boolean[]) AS t(id, record, notice_required, overload)
+WHERE callbacks.id = t.id
 """
 
 
@@ -125,43 +153,69 @@ class Callbacks:
     async def record_missed(self, missed: Missed) -> uuid.UUID | None:
         """Store the missed call; open (or merge into) its caller's callback. Returns the
         callback's id, or ``None`` when the caller withheld the number. A missed call
-        stored again (a journal replay) changes nothing. (Statements sent as they are:
-        every missed call runs them, and building them cost more CPU than running them.)"""
+        stored again (a journal replay) changes nothing."""
         async with self.db.engine.begin() as connection:
-            return await self._record_missed(connection, missed)
+            return (await self._record_missed(connection, [missed])).get(missed.call_id)
 
     async def record_missed_many(self, missed: list[Missed]) -> None:
-        """Many missed calls in one transaction, as ``record_missed`` would store each (by
-        caller, so that two such transactions lock callbacks in the same order)."""
-        if not missed:
-            return
-        async with self.db.engine.begin() as connection:
-            for one in sorted(missed, key=lambda m: (m.caller or "", str(m.call_id))):
-                await self._record_missed(connection, one)
+        """Many missed calls in one transaction, as ``record_missed`` would store each, in
+        the same few statements as one. (Statements sent as they are: every missed call
+        runs them, and building them cost more CPU than running them.)"""
+        if missed:
+            async with self.db.engine.begin() as connection:
+                await self._record_missed(connection, missed)
 
     async def _record_missed(self, connection: AsyncConnection,
-                         missed: Missed) -> uuid.UUID | None:
-        known = (await connection.exec_driver_sql(
-            KNOWN_MISSED, {"call_id": missed.call_id})).first()
-        if known is not None:
-            return cast(uuid.UUID | None, known[0])
-        callback_id: uuid.UUID | None = None
-        if missed.caller is not None:
-            callback_id = await self._open_callback(connection, missed)
-        await connection.exec_driver_sql(INSERT_MISSED, {
-            "id": uuid.uuid4(), "call_id": missed.call_id, "callback_id": callback_id,
-            "caller": missed.caller, "caller_withheld": missed.caller_withheld,
-            "reason": missed.reason, "overloaded": missed.overloaded,
-            "missed_at": missed.missed_at})
-        if missed.caller is None or callback_id is None:
-            return None  # a withheld number cannot be called back: the row says so
-        await self._refresh(connection, callback_id, missed.caller)
-        return callback_id
+                             missed: list[Missed]) -> dict[uuid.UUID, uuid.UUID | None]:
+        """call id -> the callback it opened or joined (``None``: withheld)."""
+        known: dict[uuid.UUID, uuid.UUID | None] = {
+            row.call_id: row.callback_id for row in await connection.exec_driver_sql(
+                KNOWN_MISSED, {"call_ids": [m.call_id for m in missed]})}
+        fresh: dict[uuid.UUID, Missed] = {}
+        for one in missed:  # a call twice in the batch counts once
+            if one.call_id not in known:
+                fresh.setdefault(one.call_id, one)
+        callbacks = await self._open_callbacks(connection, list(fresh.values()))
+        batch = list(fresh.values())
+        if batch:
+            await connection.exec_driver_sql(INSERT_MISSED, {
+                "ids": [uuid.uuid4() for _ in batch], "call_ids": [m.call_id for m in batch],
+                "callback_ids": [callbacks.get(m.caller) if m.caller is not None else None
+                                 for m in batch],
+                "callers": [m.caller for m in batch],
+                "withheld": [m.caller_withheld for m in batch],
+                "reasons": [m.reason for m in batch],
+                "overloaded": [m.overloaded for m in batch],
+                "missed_at": [m.missed_at for m in batch]})
+            await self._refresh(connection, list(callbacks.values()))
+        return known | {m.call_id: callbacks.get(m.caller) if m.caller is not None else None
+                        for m in batch}
+
+    async def _open_callbacks(self, connection: AsyncConnection,
+                              missed: list[Missed]) -> dict[str, uuid.UUID]:
+        """caller -> the caller's open callback, opened now if there was none (due from
+        the caller's first missed call of the batch), locked."""
+        first: dict[str, Missed] = {}
+        for one in sorted(missed, key=lambda m: m.missed_at):
+            if one.caller is not None:
+                first.setdefault(one.caller, one)
+        if not first:
+            return {}
+        callers = sorted(first)
+        await connection.exec_driver_sql(OPEN_CALLBACKS, {
+            "ids": [uuid.uuid4() for _ in callers], "callers": callers,
+            "due_at": [due_at(first[c].missed_at, self.window_minutes) for c in callers],
+            "overload": [first[c].overloaded for c in callers]})
+        opened = {row.caller: row.id for row in await connection.exec_driver_sql(
+            LOCK_OPEN_CALLBACKS, {"callers": callers})}
+        for caller in callers:
+            if caller not in opened:
+                opened[caller] = await self._open_callback(connection, first[caller])
+        return opened
 
     async def _open_callback(self, connection: AsyncConnection, missed: Missed) -> uuid.UUID:
         """The caller's open callback, opened now if there is none, locked. An open one
-        found by the insert may be closed before it is locked (an agent just returned the
-        call): then a new one is opened."""
+        found by the insert may be closed before it is locked: then a new one is opened."""
         for _ in range(3):
             opened = (await connection.exec_driver_sql(OPEN_CALLBACK, {
                 "id": uuid.uuid4(), "caller": missed.caller,
@@ -174,31 +228,42 @@ class Callbacks:
                 return cast(uuid.UUID, opened)
         raise RuntimeError(f"no open callback could be made for {missed.caller}")
 
-    async def _refresh(self, executor: AsyncSession | AsyncConnection, callback_id: uuid.UUID,
-                       caller: str) -> Inheritance:
-        """Recompute what the callback inherits from every call it returns."""
+    async def _refresh(self, executor: AsyncSession | AsyncConnection,
+                       callback_ids: list[uuid.UUID]) -> dict[uuid.UUID, Inheritance]:
+        """Recompute what each callback inherits from every call it returns."""
+        if not callback_ids:
+            return {}
         connection = await _connection(executor)
-        inheritance, overloaded = await self._inherited(connection, callback_id, caller)
-        await connection.exec_driver_sql(REFRESH_CALLBACK, {
-            "id": callback_id, "record": inheritance.record,
-            "notice_required": inheritance.notice_required, "overload": overloaded})
-        return inheritance
+        inherited = await self._inherited(connection, callback_ids)
+        ids = list(inherited)
+        await connection.exec_driver_sql(REFRESH_CALLBACKS, {
+            "ids": ids, "record": [inherited[i][0].record for i in ids],
+            "notice_required": [inherited[i][0].notice_required for i in ids],
+            "overload": [inherited[i][1] for i in ids]})
+        return {i: inherited[i][0] for i in ids}
 
     async def inheritance(self, executor: AsyncSession | AsyncConnection,
-                          callback_id: uuid.UUID, caller: str) -> Inheritance:
-        return (await self._inherited(executor, callback_id, caller))[0]
+                          callback_id: uuid.UUID) -> Inheritance:
+        return (await self._inherited(executor, [callback_id]))[callback_id][0]
 
     async def _inherited(self, executor: AsyncSession | AsyncConnection,
-                         callback_id: uuid.UUID, caller: str) -> tuple[Inheritance, bool]:
-        """What the callback inherits (rules 5, 8, 9), and whether any of its calls was
+                         callback_ids: list[uuid.UUID]
+                         ) -> dict[uuid.UUID, tuple[Inheritance, bool]]:
+        """What each callback inherits (rules 5, 8, 9), and whether any of its calls was
         missed while the centre was overloaded, in one query."""
         connection = await _connection(executor)
         rows = (await connection.exec_driver_sql(
-            RETURNED_CALLS, {"callback_id": callback_id, "caller": caller})).all()
-        calls = [ReturnedCall(str(r.call_id), LineKind(r.line_kind), r.decision,
-                              bool(r.notice_completed), r.missed_at, r.notice_ended_at)
-                 for r in rows]
-        return inherit(calls, rows[0].revoked_at), bool(rows[0].any_overloaded)
+            RETURNED_CALLS, {"callback_ids": callback_ids})).all()
+        by_callback: dict[uuid.UUID, list[Any]] = {}
+        for row in rows:
+            by_callback.setdefault(row.callback_id, []).append(row)
+        return {
+            callback_id: (inherit([ReturnedCall(str(r.call_id), LineKind(r.line_kind),
+                                                r.decision, bool(r.notice_completed),
+                                                r.missed_at, r.notice_ended_at)
+                                   for r in returned], returned[0].revoked_at),
+                          bool(returned[0].any_overloaded))
+            for callback_id, returned in by_callback.items()}
 
     # reading -----------------------------------------------------------------------------
     async def view(self, session: AsyncSession, callback: Callback) -> CallbackView:
@@ -209,7 +274,7 @@ class Callbacks:
             .order_by(MissedCall.missed_at))).all()
         # Recomputed, not the stored flags: a revocation received since the last merge
         # withdraws consent now (rule 8), and the flags must agree with the reason.
-        inheritance = await self.inheritance(session, callback.id, callback.caller)
+        inheritance = await self.inheritance(session, callback.id)
         return CallbackView(
             id=callback.id, caller=callback.caller, status=callback.status,
             due_at=callback.due_at, created_at=callback.created_at,
@@ -267,7 +332,7 @@ class Callbacks:
                 CallbackAttempt.ended_at.is_(None)))).first()
             if busy is not None:
                 raise CallbackError(f"callback {callback_id} is being placed already")
-            await self._refresh(session, callback.id, callback.caller)
+            await self._refresh(session, [callback.id])
             attempt = CallbackAttempt(callback_id=callback_id, agent=agent, started_at=now)
             session.add(attempt)
             callback.attempts += 1

@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from ivr.store.callbacks import CallbackError, Callbacks, Missed
 from ivr.store.database import Database
@@ -414,3 +414,66 @@ async def test_a_missed_call_stored_twice_is_stored_once(callbacks: Callbacks) -
         rows = (await session.execute(select(func.count()).select_from(MissedCall).where(
             MissedCall.call_id == call_id))).scalar_one()
     assert rows == 1
+
+
+async def test_a_batch_of_missed_calls_stores_each_as_alone_in_a_fixed_number_of_statements(
+        callbacks: Callbacks) -> None:
+    """The dialplan flow stores the missed calls it collects together: every caller gets
+    one open callback (due from their first call of the batch, overloaded if any was),
+    joined to one they had open already; a withheld number is kept with none; a call
+    stored before changes nothing; and the batch costs the same statements as one call."""
+    merged, fresh, withheld = new_caller(), new_caller(), None
+    _, earlier = await missed(callbacks, merged, "service", "consent")
+    batch: list[Missed] = []
+    for caller, line_kind, decision, minutes, overloaded in (
+            (merged, "service", "refusal", 5, False), (fresh, "sales", "legal_basis", 9, False),
+            (fresh, "sales", "legal_basis", 3, True), (withheld, "service", None, 4, False),
+            *((new_caller(), "service", "consent", 6, False) for _ in range(20))):
+        at = T0 + timedelta(minutes=minutes)
+        call_id = await closed_call(callbacks.db, caller, line_kind, decision, True, at)
+        batch.append(Missed(call_id, caller, caller is None, "abandoned", overloaded,
+                            at + timedelta(seconds=40)))
+    lone_caller = new_caller()
+    lone_call = await closed_call(callbacks.db, lone_caller, "service", "consent")
+    lone = Missed(lone_call, lone_caller, False, "abandoned", False, T0 + timedelta(minutes=1))
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = callbacks.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await callbacks.record_missed_many([*batch, batch[1]])  # a call twice: once
+        in_batch = len(statements)
+        statements.clear()
+        await callbacks.record_missed_many([lone])
+        alone = len(statements)
+        statements.clear()
+        await callbacks.record_missed_many(batch[:5])  # stored already: nothing more
+        again = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert in_batch == alone == 6
+    assert again == 1
+
+    assert earlier is not None
+    joined = await callbacks.get(earlier)
+    assert joined.calls[1:] == [batch[0].call_id]
+    assert (joined.record, joined.notice_required) == (False, False)  # the refusal wins
+    assert await open_callbacks(callbacks.db, merged) == 1
+    opened = await callbacks.open_for(fresh)
+    assert opened is not None
+    view = await callbacks.get(opened)
+    assert view.calls == [batch[2].call_id, batch[1].call_id]  # in the order missed
+    assert view.due_at == batch[2].missed_at + timedelta(minutes=WINDOW)
+    assert (view.record, view.overload) == (True, True)
+    for one in batch[4:]:
+        assert one.caller is not None
+        callback_id = await callbacks.open_for(one.caller)
+        assert callback_id is not None and (await callbacks.get(callback_id)).record
+    async with callbacks.db.session() as session:
+        rows = (await session.execute(select(MissedCall.call_id, MissedCall.callback_id).where(
+            MissedCall.call_id.in_([m.call_id for m in batch])))).all()
+    assert len(rows) == len(batch)
+    assert dict(rows)[batch[3].call_id] is None
