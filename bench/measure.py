@@ -75,8 +75,8 @@ def rss_mb(pid: int) -> float:
 @dataclass
 class Sampler:
     """Every half second while a step runs: the largest resident size of ``pid``, and how
-    many of the machine's cores were busy, as the busiest second of the step (a step
-    whose cores were all busy makes every thread wait for one, the PBX's among them)."""
+    many of the machine's cores were busy, over windows of two seconds (a step whose
+    cores were all busy makes every thread wait for one, the PBX's among them)."""
 
     pid: int
     peak_mb: float = 0.0
@@ -85,7 +85,10 @@ class Sampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.busy.append((time.monotonic(), machine_busy_seconds()))
+            before = time.monotonic()
+            busy = machine_busy_seconds()
+            # stamped halfway: this process may wait for a core between the two readings
+            self.busy.append(((before + time.monotonic()) / 2, busy))
             try:
                 value = rss_mb(self.pid)
             except FileNotFoundError:
@@ -97,9 +100,9 @@ class Sampler:
 
     @property
     def cores_busy(self) -> tuple[float | None, float | None]:
-        """Busy cores over windows of about a second (two samples apart): the median
-        window's and the busiest's."""
-        return cores_busy(self.busy)
+        """Busy cores over windows of two seconds (four samples apart; a reading's own
+        delay weighs less on a longer window): the median window's and the busiest's."""
+        return cores_busy(self.busy, span=4)
 
 
 def cores_busy(samples: Sequence[tuple[float, float]],
