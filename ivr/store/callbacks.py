@@ -38,10 +38,10 @@ FROM unnest(%(ids)s::uuid[], %(callers)s::text[], %(due_at)s::timestamptz[],
 ORDER BY caller
 ON CONFLICT (caller) WHERE status = 'open' DO NOTHING
 """
-# ... then each locked, in the callers' order (so that instances merge one by one and two
-# batches never wait on each other), until its missed calls are in and its inheritance
-# recomputed. A caller missing here had an open callback closed in between (an agent just
-# returned the call): that one is opened alone.
+# ... then each locked, in the callers' order (so that instances merge one by one, and two
+# batches lock in the same order and cannot deadlock), until its missed calls are in and
+# its inheritance recomputed. A caller missing here had an open callback closed in between
+# (an agent just returned the call): that one is opened alone.
 LOCK_OPEN_CALLBACKS = """
 SELECT id, caller FROM callbacks
 WHERE caller = ANY(%(callers)s::text[]) AND status = 'open'
@@ -175,8 +175,8 @@ class Callbacks:
         for one in missed:  # a call twice in the batch counts once
             if one.call_id not in known:
                 fresh.setdefault(one.call_id, one)
-        callbacks = await self._open_callbacks(connection, list(fresh.values()))
         batch = list(fresh.values())
+        callbacks = await self._open_callbacks(connection, batch)
         if batch:
             await connection.exec_driver_sql(INSERT_MISSED, {
                 "ids": [uuid.uuid4() for _ in batch], "call_ids": [m.call_id for m in batch],
@@ -229,10 +229,10 @@ class Callbacks:
         raise RuntimeError(f"no open callback could be made for {missed.caller}")
 
     async def _refresh(self, executor: AsyncSession | AsyncConnection,
-                       callback_ids: list[uuid.UUID]) -> dict[uuid.UUID, Inheritance]:
+                       callback_ids: list[uuid.UUID]) -> None:
         """Recompute what each callback inherits from every call it returns."""
         if not callback_ids:
-            return {}
+            return
         connection = await _connection(executor)
         inherited = await self._inherited(connection, callback_ids)
         ids = list(inherited)
@@ -240,7 +240,6 @@ class Callbacks:
             "ids": ids, "record": [inherited[i][0].record for i in ids],
             "notice_required": [inherited[i][0].notice_required for i in ids],
             "overload": [inherited[i][1] for i in ids]})
-        return {i: inherited[i][0] for i in ids}
 
     async def inheritance(self, executor: AsyncSession | AsyncConnection,
                           callback_id: uuid.UUID) -> Inheritance:
