@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import cores_busy, machine_busy_seconds, percentile, postgres_cpu_between
-from bench.report import at_target_share, capacity, markdown, summary, write_reports
+from bench.report import (
+    at_target_share,
+    capacity,
+    markdown,
+    summary,
+    within_target,
+    write_reports,
+)
 from bench.steps import Timing, baseline_stamps, decision_log_times, peak_concurrency
 
 
@@ -90,6 +97,28 @@ def test_the_latency_target_is_read_at_80_percent_of_the_service_capacity() -> N
         "digit_to_mixmonitor_ms_p99": 45.0}], "service-dialplan", "short")
     assert both is not None and both["digit_to_mixmonitor_ms_p99"] == 60.0
     assert both["baseline_digit_to_mixmonitor_ms_p99"] == 45.0
+
+
+def test_the_results_say_how_far_both_p99s_stayed_within_the_target() -> None:
+    """From the lowest rate up, unbroken: a step over the target (or not clean, or with a
+    p99 not measured) ends it, whatever comes after."""
+    rows = [latency_row(30, True, 12.0, 20.0), latency_row(40, True, 14.0, 50.0),
+            latency_row(50, True, 60.0, 30.0), latency_row(60, True, 20.0, 20.0),
+            row("baseline", 60, True)]
+    assert within_target(rows, "service-dialplan", "short") == 40
+    rows[0]["digit_to_decision_stored_ms_p99"] = None
+    assert within_target(rows, "service-dialplan", "short") is None
+    rows[0]["digit_to_decision_stored_ms_p99"] = 12.0
+    rows[1]["clean"] = False
+    assert within_target(rows, "service-dialplan", "short") == 30
+    figures = summary(rows)
+    assert figures["service_dialplan"]["within_target_up_to_cps"] == 30
+    text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m", "rows": []})
+    assert "; both p99s within 50 ms up to 30 calls/s" in text
+    # results written before the figure existed read as they did
+    del figures["by_prompts"]["short"]["service_dialplan"]["within_target_up_to_cps"]
+    text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m", "rows": []})
+    assert "within 50 ms" not in text and not text.split("dialplan flow: ")[1].startswith(";")
 
 
 def test_the_baseline_names_its_recording_with_the_digit_and_mixmonitor_times() -> None:
