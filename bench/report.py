@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,17 @@ COLUMNS = (
 
 def capacity(rows: list[dict[str, Any]], variant: str, prompts: str) -> float:
     """The highest rate of an unbroken run of clean steps from the lowest rate."""
-    best = 0.0
+    return highest_unbroken(rows, variant, prompts, lambda row: bool(row["clean"])) or 0.0
+
+
+def highest_unbroken(rows: list[dict[str, Any]], variant: str, prompts: str,
+                     good: Callable[[dict[str, Any]], bool]) -> float | None:
+    """The highest rate of the variant's steps from the lowest rate up, each ``good``,
+    before the first that is not (``None``: not even the lowest)."""
+    best = None
     for row in sorted((r for r in rows if r["variant"] == variant and r["prompts"] == prompts),
                       key=lambda r: r["rate_cps"]):
-        if not row["clean"]:
+        if not good(row):
             break
         best = row["rate_cps"]
     return best
@@ -69,7 +77,6 @@ def at_target_share(rows: list[dict[str, Any]], variant: str,
     if not below:
         return None
     row = max(below, key=lambda r: r["rate_cps"])
-    values = [row.get(key) for key in LATENCIES]
     # the same rate's digit -> MixMonitor, the service's and the PBX's alone (baseline)
     baseline = next((r for r in rows if r["variant"] == "baseline"
                      and r["prompts"] == prompts and r["rate_cps"] == row["rate_cps"]), {})
@@ -77,21 +84,20 @@ def at_target_share(rows: list[dict[str, Any]], variant: str,
             "digit_to_mixmonitor_ms_p99": row.get("digit_to_mixmonitor_ms_p99"),
             "baseline_digit_to_mixmonitor_ms_p99": baseline.get("digit_to_mixmonitor_ms_p99"),
             "target_ms": TARGET_MS,
-            "met": all(v is not None and v <= TARGET_MS for v in values)}
+            "met": _within_target_ms(row)}
+
+
+def _within_target_ms(row: dict[str, Any]) -> bool:
+    """Both p99s measured and at most the target (one not measured is not met)."""
+    return all(row.get(key) is not None and row[key] <= TARGET_MS for key in LATENCIES)
 
 
 def within_target(rows: list[dict[str, Any]], variant: str, prompts: str) -> float | None:
     """The highest rate of an unbroken run of steps from the lowest, each clean with both
     p99s within the target: how far this machine keeps the latency, whatever its capacity
     (``None``: not even at the lowest rate)."""
-    best = None
-    for row in sorted((r for r in rows if r["variant"] == variant and r["prompts"] == prompts),
-                      key=lambda r: r["rate_cps"]):
-        values = [row.get(key) for key in LATENCIES]
-        if not row["clean"] or not all(v is not None and v <= TARGET_MS for v in values):
-            break
-        best = row["rate_cps"]
-    return best
+    return highest_unbroken(rows, variant, prompts,
+                            lambda row: bool(row["clean"]) and _within_target_ms(row))
 
 
 SERVICE_VARIANTS = ("service", "service-dialplan")
