@@ -94,7 +94,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")
             fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
-                                    desk_phone_handlers(deps) | notice_handlers(deps))
+                                    desk_phone_handlers(deps) | notice_handlers(deps),
+                                    allowed_peers=settings.fastagi.allowed_peers())
             tasks.create_task(fastagi.serve(), name="fastagi")
             files = RecordingFiles.from_settings(settings.recordings)
             if settings.web.enabled:

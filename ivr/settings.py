@@ -252,10 +252,19 @@ class JournalSettings(Section):
 
 
 class FastAgiSettings(Section):
-    """The FastAGI server the desk-phone dialplan asks whether a call returns a missed one."""
+    """The FastAGI server the dialplan asks for decisions (the notice's, and whether a
+    desk-phone call returns a missed one)."""
 
     bind_address: IPv4Address = IPv4Address("127.0.0.1")
     port: int = Field(default=4573, ge=1, le=65535)
+    # Where Asterisk connects from, besides this host's loopback and ``bind_address``
+    # (Asterisk on the same host). Any other peer is refused before it is read: what it
+    # would report is a forged consent receipt.
+    asterisk_addresses: list[IPv4Address] = Field(default_factory=list, max_length=16)
+
+    def allowed_peers(self) -> frozenset[str]:
+        return frozenset({"127.0.0.1", str(self.bind_address),
+                          *map(str, self.asterisk_addresses)})
 
 
 class WebSettings(Section):

@@ -1,6 +1,7 @@
 """A FastAGI server that survives what the network throws at it: port scans, peers that
 connect and say nothing (half-open), peers that close mid-header, garbage, huge headers.
-Each connection has a deadline; anything malformed is logged and the connection closed.
+Only Asterisk's addresses are heard; any other peer is closed unread. Each connection has
+a deadline; anything malformed is logged and the connection closed.
 Parsing is in ``agi.py``; the handlers are the service's (one per script name)."""
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ Handler = Callable[[AgiRequest, AgiSession], Awaitable[None]]
 
 class FastAgiServer:
     def __init__(self, host: str, port: int, handlers: Mapping[str, Handler],
-                 header_timeout: float = 5.0, handler_timeout: float = 10.0) -> None:
+                 header_timeout: float = 5.0, handler_timeout: float = 10.0,
+                 allowed_peers: frozenset[str] = frozenset({"127.0.0.1"})) -> None:
         self.host = host
         self.port = port
         self.handlers = handlers
+        self.allowed_peers = allowed_peers
         self.header_timeout = header_timeout
         self.handler_timeout = handler_timeout
         self.served = 0
@@ -88,6 +91,13 @@ class FastAgiServer:
                           writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
+            if not peer or peer[0] not in self.allowed_peers:
+                # Not Asterisk: nothing it says is read (a report from it would be a
+                # forged decision).
+                self.refused += 1
+                log.warning("FastAGI peer refused: not an Asterisk address",
+                            extra={"peer": str(peer)[:64]})
+                return
             request = await self._read_request(reader)
             if request is None:
                 self.refused += 1

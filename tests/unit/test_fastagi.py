@@ -105,3 +105,41 @@ def test_a_long_argument_is_one_header() -> None:
     request = AgiRequest.parse(f"agi_network_script: notice-decision\nagi_arg_1: {report}\n"
                                .encode())
     assert request.get("arg_1") == report
+
+
+async def test_a_peer_that_is_not_asterisk_is_closed_unread() -> None:
+    """A report from anywhere but Asterisk would be a forged decision: the peer is closed
+    before a byte of it is read, and the handler never runs."""
+    calls: list[str] = []
+
+    async def dial(request: AgiRequest, agi: AgiSession) -> None:
+        calls.append(request.get("extension") or "")
+        await agi.set("IVR_RECORD", "no")
+
+    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": dial}, header_timeout=0.3,
+                           handler_timeout=2, allowed_peers=frozenset({"127.0.0.2"}))
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready))
+    await ready.wait()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(REQUEST)
+        try:  # closed without a command (reset: what was sent lay unread)
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        assert calls == [] and server.refused == 1 and server.served == 0
+        # Asterisk's own address is heard
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port,
+                                                       local_addr=("127.0.0.2", 0))
+        writer.write(REQUEST)
+        assert await asyncio.wait_for(reader.readline(), 2) == b'SET VARIABLE IVR_RECORD "no"\n'
+        writer.write(b"200 result=1\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        assert calls == ["031000808"] and server.served == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

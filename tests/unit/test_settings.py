@@ -210,6 +210,21 @@ def test_settings_are_frozen(test_settings: Settings) -> None:
         test_settings.mode = "production"
 
 
+def test_fastagi_hears_this_host_and_the_asterisk_addresses_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastAGI reports are decisions: by default only this host (loopback and the bind
+    address) may make them; an Asterisk elsewhere is named."""
+    monkeypatch.setenv("IVR_MODE", "test")
+    assert get_settings().fastagi.allowed_peers() == {"127.0.0.1"}
+    monkeypatch.setenv("IVR_FASTAGI__BIND_ADDRESS", "10.0.0.7")
+    monkeypatch.setenv("IVR_FASTAGI__ASTERISK_ADDRESSES", '["10.0.0.8"]')
+    assert get_settings().fastagi.allowed_peers() == {"127.0.0.1", "10.0.0.7", "10.0.0.8"}
+    monkeypatch.setenv("IVR_FASTAGI__ASTERISK_ADDRESSES", '["asterisk.example"]')
+    with pytest.raises(ValidationError, match=r"fastagi\.asterisk_addresses"):
+        get_settings()
+
+
 # --- sources: environment, file, defaults ----------------------------------------------------
 
 
