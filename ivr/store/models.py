@@ -249,6 +249,7 @@ class DeletionCertificate(Base):
         CheckConstraint("(reason = 'revocation') = (revocation_id IS NOT NULL)",
                         name="revocation_has_id"),
         Index("ix_deletion_certificates_revocation_id", "revocation_id"),
+        Index("ix_deletion_certificates_deleted_at", "deleted_at"),
     )
 
     id: Mapped[uuid.UUID] = _id()
