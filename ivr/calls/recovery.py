@@ -5,7 +5,8 @@ lost connection) left behind is resolved on the safe side.
   recording started for it; a decision already stored stays as it is, and a recording
   already running goes on (it has its basis).
 - A call of this node that an earlier instance left open, whose channel is gone, is closed
-  with what is known; a callback attempt it belonged to ends as ``interrupted``.
+  with what is known; a callback attempt it belonged to ends as ``interrupted``. A call
+  whose end the dialplan noted is left to that note (``dialplan_notice``), which knows more.
 - A recording its decision allowed is settled: started (MixMonitor's id is on the channel,
   or its file is on disk) or never started (the row says so; there is no file).
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ivr.asterisk.ari import AriError
+from ivr.calls.dialplan_notice import NOTE_SUFFIX
 from ivr.calls.inbound import opened_call
 from ivr.calls.router import ChannelVanished
 from ivr.policy.numbers import to_e164
@@ -94,6 +97,11 @@ async def close_ended(deps: CallDeps, present: set[str], stale: list[StaleCall])
     for call in stale:
         if call.channel_id in present:
             continue  # still going on (a bridged callback): a later sweep closes it
+        if _end_noted(deps, call.channel_id):
+            # The dialplan played its notice, and its hangup handler noted the end (before
+            # the channel went): the note closes the call with what it knows, MixMonitor's
+            # id among it; closing it here first would guess.
+            continue
         extra = {"call": call.channel_id, "call_id": str(call.id)}
         try:
             await settle_recording(deps, call, channel_present=False)
@@ -109,6 +117,11 @@ async def close_ended(deps: CallDeps, present: set[str], stale: list[StaleCall])
         closed += 1
         log.warning("call left open by an earlier instance closed", extra=extra)
     return closed
+
+
+def _end_noted(deps: CallDeps, channel_id: str) -> bool:
+    note = Path(deps.settings.unattended.local_dir) / f"{channel_id}{NOTE_SUFFIX}"
+    return "/" not in channel_id and note.exists()
 
 
 async def settle_recording(deps: CallDeps, call: StaleCall, channel_present: bool) -> None:

@@ -43,6 +43,7 @@ from ivr.calls.dialplan_notice import (
     record_ends,
 )
 from ivr.calls.inbound import CallDeps
+from ivr.calls.recovery import close_ended
 from ivr.flow.commands import Decision as Decided
 from ivr.notices.catalogue import BuiltSegment, Manifest, load_catalogue
 from ivr.policy.retention import add_months
@@ -720,6 +721,44 @@ def test_the_reports_here_are_the_ones_the_dialplan_writes() -> None:
 
 
 # Many ends at once ---------------------------------------------------------------------------
+async def test_a_call_decided_before_a_restart_is_closed_by_its_note_not_by_the_sweep(
+        deps: CallDeps, database: Database, tmp_path: Path) -> None:
+    """The service restarted while a caller who consented was in the queue. Once the call
+    ends, the sweep of calls left open finds its channel gone; the dialplan's note of the
+    end lies in the spool. The note closes the call (MixMonitor's id and times, who
+    answered), not the sweep's guess ("never started", with no file to look at)."""
+    channel_id, number = channel(), caller()
+    scene = replace(CONSENT, caller=number)
+    decided = await decide(deps, channel_id, scene.report())
+    assert decided is not None and decided[1] is not None
+    write_note(tmp_path / f"{channel_id}.notice", scene.note(
+        channel_id, decision="consent", recording=decided[1], recording_at=10.2,
+        mixmonitor="0x7f3a5c001e41", agent="PJSIP/agent1", queued=True, cause="16"))
+    restarted = datetime.now(UTC) + timedelta(seconds=1)
+    stale = [c for c in await deps.records.stale_calls(restarted)
+             if c.channel_id == channel_id]
+    assert len(stale) == 1
+
+    assert await close_ended(deps, set(), stale) == 0  # the channel is gone
+    assert await collect_ended(deps) == 1
+
+    rows = await stored(database, channel_id)
+    assert (rows.call.end_reason, rows.call.state, rows.call.agent) == (
+        "ended in the dialplan (cause 16)", "ended", "PJSIP/agent1")
+    [recording] = rows.recordings
+    assert (recording.mixmonitor_id, recording.started_at, recording.not_started_at) == (
+        "0x7f3a5c001e41", moment(10.2), None)
+    assert [a.action for a in rows.audit] == ["recording_created"]
+    # With no note, the sweep closes what an earlier instance left open, as before.
+    other = channel()
+    await decide(deps, other, replace(CONSENT, caller=caller()).report())
+    stale = [c for c in await deps.records.stale_calls(restarted) if c.channel_id == other]
+    assert await close_ended(deps, set(), stale) == 1
+    left = await stored(database, other)
+    assert left.call.state == "recovered"
+    assert left.recordings[0].not_started_at is not None
+
+
 async def test_many_ends_together_are_the_same_records_as_one_by_one(
         deps: CallDeps, database: Database) -> None:
     """The sweep closes a tick's notes in one transaction: each call as ``record_end``
