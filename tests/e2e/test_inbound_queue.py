@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import wave
+from array import array
 from typing import Any
 
 import pytest
@@ -11,6 +13,9 @@ from testpbx.asterisk import AGENT_PORTS, Asterisk
 from testpbx.sipp import Pause, Press, Sipp
 
 pytestmark = pytest.mark.pbx
+
+# A sample louder than this (of 32767) is sound, not the silence of a quiet line.
+SPEECH_LEVEL = 1000
 
 
 async def wait_until_idle(pbx: Asterisk, wait: float = 30.0) -> None:
@@ -35,4 +40,11 @@ async def test_an_agent_answers_and_the_receipt_says_so(service: Any, sipp: Sipp
     assert record["decision"] == "consent"
     assert record["agent_answered"] is True
     assert record["agent"] == "PJSIP/agent1"
-    assert service.recording(record["file_name"]).stat().st_size > 8000
+    # The agent speaks once it answers (sipp/agent.xml): the recording holds that speech,
+    # not only the seconds before it.
+    with wave.open(str(service.recording(record["file_name"]))) as audio:
+        assert (audio.getsampwidth(), audio.getframerate()) == (2, 8000)
+        samples = array("h", audio.readframes(audio.getnframes()))
+    assert len(samples) > 8000 * 3, "less than three seconds recorded"
+    speech = sum(1 for sample in samples if abs(sample) > SPEECH_LEVEL)
+    assert speech > 8000 // 2, f"the agent's speech is not in the recording ({speech} samples)"
