@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from ivr import __version__
 
@@ -212,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except ValidationError as exc:
         print(explain_settings_error(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except SettingsError as exc:  # an environment variable that should hold JSON does not
+        print(f"configuration error:\n  {exc}: a list or a table is written as JSON in the "
+              "environment, e.g. IVR_FASTAGI__ASTERISK_ADDRESSES='[\"10.0.0.8\"]'",
+              file=sys.stderr)
         return EXIT_USAGE
     except (CliError, ConfigError, CatalogueError, DatabaseUnreachable, MigrationsNotFound,
             FileNotFoundError, FastAgiUnavailable) as exc:

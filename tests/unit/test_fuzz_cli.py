@@ -137,3 +137,15 @@ def test_a_good_revocation_reaches_for_the_database_and_says_it_cannot() -> None
     assert code == 1
     assert err.startswith("ivr: cannot reach PostgreSQL at 127.0.0.1:1/x")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("IVR_LINES", "junk"), ("IVR_FASTAGI__ASTERISK_ADDRESSES", "10.0.0.8")])
+def test_an_environment_list_that_is_not_json_is_a_configuration_error(
+        monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    code, _, err = run_cli(["settings", "show"])
+    assert code == 2
+    assert err.startswith("configuration error:\n"), err
+    assert name.removeprefix("IVR_").split("__")[0].lower() in err
+    assert "JSON" in err and "Traceback" not in err
