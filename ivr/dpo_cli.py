@@ -173,6 +173,40 @@ def jobs_move_recordings(args: argparse.Namespace) -> Callable[[Services], Await
     return body
 
 
+def jobs_retire_node(args: argparse.Namespace) -> Callable[[Services], Awaitable[int]]:
+    async def body(s: Services) -> int:
+        from ivr.asterisk.ari import AriClient
+        from ivr.calls.inbound import CallDeps
+        from ivr.jobs.node_retirement import calls_on_asterisk, retire
+        from ivr.jobs.recording_moves import RecordingMoveJob
+        from ivr.notices.audio import verify
+        from ivr.recordings.files import RecordingFiles
+        from ivr.store.callbacks import Callbacks
+        from ivr.store.durable import DurableRecords
+        from ivr.store.journal import Journal
+        from ivr.store.receipts import CallRecords
+
+        settings = s.settings
+        await s.db.check_reachable()
+        callbacks = Callbacks(s.db, settings.callbacks.window_minutes)
+        records = DurableRecords(CallRecords(s.db, s.audit, settings.node), callbacks,
+                                 Journal(settings.journal.directory),
+                                 settings.journal.store_timeout)
+        ari = AriClient(settings.ari)
+        unused: Any = None  # nothing here talks to AMI
+        deps = CallDeps(settings, ari, unused, records, verify(settings.prompts.local_dir),
+                        callbacks)
+        moves = RecordingMoveJob(s.db, settings, s.audit,
+                                 RecordingFiles.from_settings(settings.recordings))
+        try:
+            report = await retire(deps, moves, lambda: calls_on_asterisk(ari))
+        finally:
+            await ari.aclose()
+        print(json.dumps(report.as_json(), indent=2))
+        return 0 if not report.left else 1
+    return body
+
+
 def audit_verify(args: argparse.Namespace) -> Callable[[Services], Awaitable[int]]:
     async def body(s: Services) -> int:
         result = await s.audit.verify()
@@ -210,12 +244,13 @@ def subject_export(args: argparse.Namespace) -> Callable[[Services], Awaitable[i
 
 
 def run(args: argparse.Namespace) -> int:
+    from ivr.jobs.node_retirement import NodeInUse
     from ivr.store.recordings import AccessRefused
     from ivr.store.revocations import RevocationError
 
     try:
         return asyncio.run(_with_services(args.command_body(args)))
-    except (DpoCliError, AccessRefused, RevocationError) as exc:
+    except (DpoCliError, AccessRefused, RevocationError, NodeInUse) as exc:
         print(f"ivr: {exc}", file=sys.stderr)
         return 1
 
@@ -248,6 +283,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     leaf(jobs, "move-recordings", jobs_move_recordings, "move this node's finished "
          "recordings from its spool into the recording store, hash verified (for cron; "
          "ivr serve runs it too)")
+    leaf(jobs, "retire-node", jobs_retire_node, "before this node goes for good (its "
+         "ivr serve stopped, its Asterisk idle or stopped): record its journal and notes, "
+         "close its calls left open, move its recordings into the store")
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")

@@ -78,9 +78,13 @@ class RecordingMoveJob:
         self.audit = audit
         self.files = files
 
-    async def run_once(self, now: datetime | None = None) -> MoveReport:
+    async def run_once(self, now: datetime | None = None, settled: bool = False
+                       ) -> MoveReport:
+        """``settled``: nothing writes to the spool any more (the node's Asterisk is
+        stopped or idle), so a recording need not have been quiet for the settle time."""
         now = now or datetime.now(UTC)
-        cutoff = now - timedelta(seconds=self.settings.recordings.settle_seconds)
+        settle = 0 if settled else self.settings.recordings.settle_seconds
+        cutoff = now - timedelta(seconds=settle)
         report = MoveReport()
         passed: set[uuid.UUID] = set()
         while await self._batch(now, cutoff, passed, report):
