@@ -39,6 +39,7 @@ class NodeInUse(RuntimeError):
 @dataclass
 class RetirementReport:
     node: str
+    asterisk: str  # what its Asterisk said: no channels, or nothing (stopped)
     journal_entries: int = 0
     notes_recorded: int = 0
     calls_closed: int = 0
@@ -46,31 +47,34 @@ class RetirementReport:
     left: list[str] = field(default_factory=list)  # what keeps the node from going
 
     def as_json(self) -> dict[str, object]:
-        return {"node": self.node, "journal_entries": self.journal_entries,
+        return {"node": self.node, "asterisk": self.asterisk,
+                "journal_entries": self.journal_entries,
                 "notes_recorded": self.notes_recorded, "calls_closed": self.calls_closed,
                 "recordings": self.recordings.as_json(), "ready_to_go": not self.left,
                 "left": self.left}
 
 
-async def calls_on_asterisk(ari: AriClient) -> int:
-    """How many channels the node's Asterisk has; 0 when it is not running (nothing
-    answers at ARI's address)."""
+async def calls_on_asterisk(ari: AriClient) -> int | None:
+    """How many channels the node's Asterisk has; ``None`` when nothing answers at ARI's
+    address (Asterisk is stopped)."""
     try:
         return len(await ari.channels())
     except AriError as exc:
         if exc.status is None:
             log.info("Asterisk does not answer at ARI's address: taken as stopped (%s)", exc)
-            return 0
+            return None
         raise NodeInUse(f"cannot tell whether this node's Asterisk has calls: {exc}") from None
 
 
 async def retire(deps: CallDeps, moves: RecordingMoveJob,
-                 calls_on_pbx: Callable[[], Awaitable[int]]) -> RetirementReport:
+                 calls_on_pbx: Callable[[], Awaitable[int | None]]) -> RetirementReport:
     """Hand over everything only this node can (see the module's text)."""
-    report = RetirementReport(deps.settings.node)
-    if (channels := await calls_on_pbx()) > 0:
+    channels = await calls_on_pbx()
+    if channels:
         raise NodeInUse(f"this node's Asterisk still has {channels} channel(s): route calls "
                         "to other nodes, wait for these to end, then retire it")
+    report = RetirementReport(deps.settings.node, "no channels" if channels == 0 else
+                              "not answering at ARI's address: taken as stopped")
     records = deps.records
     if records.journal is not None and records.journal.pending():
         report.journal_entries = await records.replay()
@@ -92,8 +96,9 @@ def _left(deps: CallDeps, report: RetirementReport, stale: int) -> list[str]:
         left.append(f"{len(waiting)} note(s) not recorded yet in {notes} (retry in a "
                     f"few seconds): {', '.join(waiting[:5])}")
     if report.calls_closed < stale:
-        left.append(f"{stale - report.calls_closed} call(s) left open could not be closed "
-                    "(see the log)")
+        left.append(f"{stale - report.calls_closed} call(s) of this node still open: run "
+                    "it again once their notes are recorded (a failure to close one is in "
+                    "the log)")
     moved = report.recordings
     if moved.failed or moved.waiting:
         left.append(f"{moved.failed} recording(s) not stored and {moved.waiting} still "

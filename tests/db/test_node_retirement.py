@@ -57,7 +57,7 @@ def moves(deps: CallDeps, database: Database) -> RecordingMoveJob:
                             RecordingFiles.from_settings(deps.settings.recordings))
 
 
-async def pbx_with(channels: int) -> int:
+async def pbx_with(channels: int | None) -> int | None:
     return channels
 
 
@@ -92,8 +92,8 @@ async def test_a_retiring_node_hands_over_its_notes_calls_and_recordings(
     report = await retire(deps, moves(deps, database), lambda: pbx_with(0))
 
     assert report.as_json() | {"recordings": None} == {
-        "node": NODE, "journal_entries": 0, "notes_recorded": 1, "calls_closed": 2,
-        "recordings": None, "ready_to_go": True, "left": []}
+        "node": NODE, "asterisk": "no channels", "journal_entries": 0, "notes_recorded": 1,
+        "calls_closed": 2, "recordings": None, "ready_to_go": True, "left": []}
     assert report.recordings.moved == 2 and report.recordings.failed == 0
     assert sorted(p.name for p in spool.iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "store").rglob("*.wav")) == sorted(
@@ -124,6 +124,7 @@ async def test_a_note_still_being_written_keeps_the_node(
     channel_id = channel()
     write_note(tmp_path / "notes" / f"{channel_id}.notice",
                CONSENT.note(channel_id, decision="consent"), age=0.2)
-    report = await retire(deps, moves(deps, database), lambda: pbx_with(0))
+    report = await retire(deps, moves(deps, database), lambda: pbx_with(None))
     assert report.as_json()["ready_to_go"] is False
+    assert report.asterisk == "not answering at ARI's address: taken as stopped"
     assert report.left[0].startswith(f"1 note(s) not recorded yet in {tmp_path / 'notes'}")
