@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from testpbx import rfc4733
 from testpbx.paths import REPO, Paths
 
 SCENARIOS = REPO / "sipp"
-PCAP_NAMES = {"*": "star", "#": "pound"}
 _runs = itertools.count(0)
 
 
@@ -53,10 +53,12 @@ def _fragment(name: str, values: dict[str, str]) -> str:
     return _fill((SCENARIOS / "actions" / f"{name}.xml").read_text().strip(), values)
 
 
-def render_actions(actions: Sequence[Action]) -> tuple[str, int]:
-    """The XML of the actions, and the CSeq the caller's BYE must use after them."""
+def render_actions(actions: Sequence[Action], pcaps: Path) -> tuple[str, int]:
+    """The XML of the actions, and the CSeq the caller's BYE must use after them. The RFC
+    4733 presses are pcap files in ``pcaps``, each its own place in the call's stream."""
     parts = []
     cseq = 2
+    presses = 0
     for action in actions:
         if isinstance(action, Pause):
             parts.append(_fragment("pause", {"ms": str(action.ms)}))
@@ -66,8 +68,9 @@ def render_actions(actions: Sequence[Action]) -> tuple[str, int]:
             parts.append(_fragment("info", {"digit": action.digit, "cseq": str(cseq)}))
             cseq += 1
         elif action.how == "rfc4733":
-            parts.append(_fragment("rfc4733",
-                                   {"digit": PCAP_NAMES.get(action.digit, action.digit)}))
+            pcap = rfc4733.pcap_file(pcaps, action.digit, presses)
+            parts.append(_fragment("rfc4733", {"pcap": str(pcap)}))
+            presses += 1
         else:
             raise ValueError(f"unknown DTMF method {action.how!r}")
     return "\n  ".join(parts), cseq
@@ -97,7 +100,7 @@ class Sipp:
         self.dir = paths.state / "sipp"
 
     def scenario(self, actions: Sequence[Action], hold_ms: int) -> Path:
-        block, bye_cseq = render_actions(actions)
+        block, bye_cseq = render_actions(actions, self.dir / "dtmf")
         text = _fill((SCENARIOS / "caller.xml").read_text(),
                      {"actions": block, "hold_ms": str(hold_ms), "bye_cseq": str(bye_cseq)})
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +118,7 @@ class Sipp:
         """Be the customers reached through the carrier trunk while the block runs."""
         if busy:
             return self.answering(SCENARIOS / "customer-busy.xml", port)
-        block, _ = render_actions(actions)
+        block, _ = render_actions(actions, self.dir / "dtmf")
         text = _fill((SCENARIOS / "customer.xml").read_text(),
                      {"actions": block, "hold_ms": str(hold_ms)})
         self.dir.mkdir(parents=True, exist_ok=True)

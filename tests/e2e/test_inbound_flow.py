@@ -50,7 +50,8 @@ SCENARIOS: dict[str, Scenario] = {
     "silence": Scenario("040404042", "031000204", (), hold_ms=22000),
     "other-digits-then-1": Scenario(
         "040404066", "031000205",
-        (Pause(3500), Press("5"), Pause(4500), Press("#", "rfc4733"), Pause(300), Press("1")),
+        (Pause(3500), Press("5", "rfc4733"), Pause(4500), Press("#"), Pause(300),
+         Press("1", "rfc4733")),
         hold_ms=5000),
     "1-before-the-question": Scenario("040404041", "031000206",
                                       (Pause(1000), Press("1")), hold_ms=22000),
