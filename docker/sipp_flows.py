@@ -61,8 +61,8 @@ def calls(settings: Settings, manifest: Manifest) -> dict[str, Call]:
     timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
     sales_ms = sum(s.duration_ms for s in manifest.notice_segments("sales"))
     service = first_number(settings, LineKind.SERVICE)
-    during = Pause(timing.question_mid_ms)
-    rest = timing.call_ms - timing.question_mid_ms
+    during = Pause(timing.question_ms)
+    rest = timing.call_ms - timing.question_ms
     return {
         "sales": Call(first_number(settings, LineKind.SALES), (), sales_ms + 4000),
         "service-1-info": Call(service, (during, Press("1", "info")), rest),
@@ -108,7 +108,7 @@ async def load(sipp: Sipp, settings: Settings, manifest: Manifest, rate: float,
                count: int) -> bool:
     timing = Timing.of([s.duration_ms for s in manifest.notice_segments("service")])
     service = first_number(settings, LineKind.SERVICE)
-    halves = [half for half in (("info", timing.question_mid_ms, (count + 1) // 2),
+    halves = [half for half in (("info", timing.question_ms, (count + 1) // 2),
                                 ("rfc4733", timing.after_notice_ms, count // 2)) if half[2]]
     limit = max(50, int(rate * (timing.call_ms / 1000 + 10)))
     timeout = int(count / rate + timing.call_ms / 1000 + 60)

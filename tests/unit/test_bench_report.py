@@ -147,7 +147,8 @@ def test_the_decision_log_gives_when_stored_and_the_service_part(tmp_path: Path)
 
 def test_callers_press_during_the_question_and_after_the_notice() -> None:
     timing = Timing.of([2700, 2300, 2000])
-    assert timing.question_mid_ms == 2700 + 1150
+    assert timing.question_ms == 2700 + 1800  # half a second before the question ends
+    assert Timing.of([2700, 800, 2000]).question_ms == 2700 + 400  # a short one: halfway
     assert timing.after_notice_ms == 7800 and timing.call_ms == 10000
 
 
