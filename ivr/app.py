@@ -32,12 +32,9 @@ from ivr.notices.audio import verify
 from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
-from ivr.store.callbacks import Callbacks
 from ivr.store.database import Database
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
-from ivr.store.journal import Journal
-from ivr.store.receipts import CallRecords
 from ivr.web.auth import Sessions
 
 log = logging.getLogger(__name__)
@@ -61,10 +58,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                      "ami": ami_check(ami)}, timeout=HEALTH_TIMEOUT)
     stop = stop or asyncio.Event()
     audit = AuditLog(db)
-    callbacks = Callbacks(db, settings.callbacks.window_minutes)
-    records = DurableRecords(CallRecords(db, audit, settings.node), callbacks,
-                             Journal(settings.journal.directory),
-                             settings.journal.store_timeout)
+    records = DurableRecords.for_node(settings, db, audit)
+    callbacks = records.callbacks
     by_dialplan = settings.dialplan.inbound_flow == "dialplan"
     decisions = DecisionQueue(records.store_decisions) if by_dialplan else None
     deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions)

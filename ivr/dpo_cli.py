@@ -181,21 +181,15 @@ def jobs_retire_node(args: argparse.Namespace) -> Callable[[Services], Awaitable
         from ivr.jobs.recording_moves import RecordingMoveJob
         from ivr.notices.audio import verify
         from ivr.recordings.files import RecordingFiles
-        from ivr.store.callbacks import Callbacks
         from ivr.store.durable import DurableRecords
-        from ivr.store.journal import Journal
-        from ivr.store.receipts import CallRecords
 
         settings = s.settings
         await s.db.check_reachable()
-        callbacks = Callbacks(s.db, settings.callbacks.window_minutes)
-        records = DurableRecords(CallRecords(s.db, s.audit, settings.node), callbacks,
-                                 Journal(settings.journal.directory),
-                                 settings.journal.store_timeout)
+        records = DurableRecords.for_node(settings, s.db, s.audit)
         ari = AriClient(settings.ari)
         unused: Any = None  # nothing here talks to AMI
         deps = CallDeps(settings, ari, unused, records, verify(settings.prompts.local_dir),
-                        callbacks)
+                        records.callbacks)
         moves = RecordingMoveJob(s.db, settings, s.audit,
                                  RecordingFiles.from_settings(settings.recordings))
         try:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -40,6 +40,11 @@ from ivr.store.receipts import (
     StaleCall,
 )
 
+if TYPE_CHECKING:
+    from ivr.settings import Settings
+    from ivr.store.audit import AuditLog
+    from ivr.store.database import Database
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +67,13 @@ class DurableRecords:
         self.timeout = timeout
         self.journalled = 0
         self.replayed = 0
+
+    @classmethod
+    def for_node(cls, settings: Settings, db: Database, audit: AuditLog) -> DurableRecords:
+        """This node's records, its callbacks and its outage journal, as the settings say."""
+        return cls(CallRecords(db, audit, settings.node),
+                   Callbacks(db, settings.callbacks.window_minutes),
+                   Journal(settings.journal.directory), settings.journal.store_timeout)
 
     # the writes ----------------------------------------------------------------------------
     async def open(self, call: OpenedCall, direction: str = "inbound") -> bool:
