@@ -28,6 +28,7 @@ from ivr.jobs.deletion import DeletionJob
 from ivr.jobs.recording_moves import RecordingMoveJob
 from ivr.metrics.health import Health, ami_check, ari_check, database_check
 from ivr.metrics.in_process import Metrics
+from ivr.node_lock import node_held
 from ivr.notices.audio import verify
 from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
@@ -47,7 +48,13 @@ class _Stopped(Exception):
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or forever)."""
+    """Run until ``stop`` is set (or forever); :class:`NodeBusy` at once if another process
+    holds this node (ivr/node_lock.py)."""
+    with node_held(settings.journal.directory, "ivr serve"):
+        await _serve(settings, stop)
+
+
+async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
     manifest = verify(settings.prompts.local_dir)
     db = Database(settings.database)
     ari = AriClient(settings.ari)

@@ -40,6 +40,7 @@ def explain_settings_error(exc: ValidationError) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr import logs
     from ivr.app import serve
+    from ivr.node_lock import NodeBusy
     from ivr.scheduling import SchedulingError, realtime
     from ivr.settings import get_settings
 
@@ -62,7 +63,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run())
+        try:
+            runner.run(run())
+        except NodeBusy as exc:
+            print(f"ivr serve: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     return 0
 
 

@@ -179,23 +179,25 @@ def jobs_retire_node(args: argparse.Namespace) -> Callable[[Services], Awaitable
         from ivr.calls.inbound import CallDeps
         from ivr.jobs.node_retirement import calls_on_asterisk, retire
         from ivr.jobs.recording_moves import RecordingMoveJob
+        from ivr.node_lock import node_held
         from ivr.notices.audio import verify
         from ivr.recordings.files import RecordingFiles
         from ivr.store.durable import DurableRecords
 
         settings = s.settings
-        await s.db.check_reachable()
-        records = DurableRecords.for_node(settings, s.db, s.audit)
-        ari = AriClient(settings.ari)
-        unused: Any = None  # nothing here talks to AMI
-        deps = CallDeps(settings, ari, unused, records, verify(settings.prompts.local_dir),
-                        records.callbacks)
-        moves = RecordingMoveJob(s.db, settings, s.audit,
-                                 RecordingFiles.from_settings(settings.recordings))
-        try:
-            report = await retire(deps, moves, lambda: calls_on_asterisk(ari))
-        finally:
-            await ari.aclose()
+        with node_held(settings.journal.directory, "ivr jobs retire-node"):
+            await s.db.check_reachable()
+            records = DurableRecords.for_node(settings, s.db, s.audit)
+            ari = AriClient(settings.ari)
+            unused: Any = None  # nothing here talks to AMI
+            deps = CallDeps(settings, ari, unused, records, verify(settings.prompts.local_dir),
+                            records.callbacks)
+            moves = RecordingMoveJob(s.db, settings, s.audit,
+                                     RecordingFiles.from_settings(settings.recordings))
+            try:
+                report = await retire(deps, moves, lambda: calls_on_asterisk(ari))
+            finally:
+                await ari.aclose()
         print(json.dumps(report.as_json(), indent=2))
         return 0 if not report.left else 1
     return body
@@ -239,12 +241,13 @@ def subject_export(args: argparse.Namespace) -> Callable[[Services], Awaitable[i
 
 def run(args: argparse.Namespace) -> int:
     from ivr.jobs.node_retirement import NodeInUse
+    from ivr.node_lock import NodeBusy
     from ivr.store.recordings import AccessRefused
     from ivr.store.revocations import RevocationError
 
     try:
         return asyncio.run(_with_services(args.command_body(args)))
-    except (DpoCliError, AccessRefused, RevocationError, NodeInUse) as exc:
+    except (DpoCliError, AccessRefused, RevocationError, NodeInUse, NodeBusy) as exc:
         print(f"ivr: {exc}", file=sys.stderr)
         return 1
 

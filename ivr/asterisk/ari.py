@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ivr.asterisk.ari_events import AriEventError, Channel, Event, parse_channel, parse_event
-from ivr.asterisk.http import HttpError, HttpPool
+from ivr.asterisk.http import ConnectionRefused, HttpError, HttpPool
 from ivr.settings import AriSettings
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,13 @@ WANTED_EVENTS = ("StasisStart", "StasisEnd", "ChannelDtmfReceived", "ChannelHang
 
 
 class AriError(RuntimeError):
-    """ARI refused a request or could not be reached."""
+    """ARI refused a request or could not be reached (``refused``: nothing listens at its
+    address, so Asterisk is not running there)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, refused: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.refused = refused
 
 
 class ChannelGone(AriError):
@@ -72,7 +74,8 @@ class AriClient:
             response = await self._http.request(method, path, params=dict(params or {}),
                                                 json=json)
         except HttpError as exc:
-            raise AriError(f"ARI {method} {path}: {exc}") from None
+            raise AriError(f"ARI {method} {path}: {exc}",
+                           refused=isinstance(exc, ConnectionRefused)) from None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("ARI request", extra={
                 "method": method, "path": path, "status": response.status,

@@ -28,6 +28,10 @@ class HttpError(Exception):
     """The request could not be carried out (connection, timeout, malformed reply)."""
 
 
+class ConnectionRefused(HttpError):
+    """Nothing listens at the address (the host answered so): the server is not running."""
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -130,8 +134,9 @@ class HttpPool:
                 reader, writer = await asyncio.open_connection(self.host, self.port,
                                                                limit=MAX_HEAD)
         except (OSError, TimeoutError) as exc:
-            raise HttpError(f"cannot connect to {self.host}:{self.port}: "
-                            f"{type(exc).__name__}: {exc}") from None
+            failure = ConnectionRefused if isinstance(exc, ConnectionRefusedError) else HttpError
+            raise failure(f"cannot connect to {self.host}:{self.port}: "
+                          f"{type(exc).__name__}: {exc}") from None
         return _Connection(reader, writer)
 
     async def _exchange(self, connection: _Connection, request: bytes) -> tuple[Response, bool]:

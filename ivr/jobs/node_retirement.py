@@ -55,13 +55,15 @@ class RetirementReport:
 
 
 async def calls_on_asterisk(ari: AriClient) -> int | None:
-    """How many channels the node's Asterisk has; ``None`` when nothing answers at ARI's
-    address (Asterisk is stopped)."""
+    """How many channels the node's Asterisk has; ``None`` when the connection to ARI's
+    address is refused (Asterisk is stopped). Anything else (a timeout, an error reply)
+    leaves it unknown, and the node is kept: a recording still being written must not be
+    moved, nor a live call closed."""
     try:
         return len(await ari.channels())
     except AriError as exc:
-        if exc.status is None:
-            log.info("Asterisk does not answer at ARI's address: taken as stopped (%s)", exc)
+        if exc.refused:
+            log.info("nothing listens at ARI's address: Asterisk taken as stopped (%s)", exc)
             return None
         raise NodeInUse(f"cannot tell whether this node's Asterisk has calls: {exc}") from None
 
@@ -74,7 +76,7 @@ async def retire(deps: CallDeps, moves: RecordingMoveJob,
         raise NodeInUse(f"this node's Asterisk still has {channels} channel(s): route calls "
                         "to other nodes, wait for these to end, then retire it")
     report = RetirementReport(deps.settings.node, "no channels" if channels == 0 else
-                              "not answering at ARI's address: taken as stopped")
+                              "stopped (nothing listens at ARI's address)")
     records = deps.records
     if records.journal is not None and records.journal.pending():
         report.journal_entries = await records.replay()

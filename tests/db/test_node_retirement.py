@@ -126,5 +126,5 @@ async def test_a_note_still_being_written_keeps_the_node(
                CONSENT.note(channel_id, decision="consent"), age=0.2)
     report = await retire(deps, moves(deps, database), lambda: pbx_with(None))
     assert report.as_json()["ready_to_go"] is False
-    assert report.asterisk == "not answering at ARI's address: taken as stopped"
+    assert report.asterisk == "stopped (nothing listens at ARI's address)"
     assert report.left[0].startswith(f"1 note(s) not recorded yet in {tmp_path / 'notes'}")

@@ -138,9 +138,25 @@ async def test_the_ari_client_maps_statuses_to_its_errors(serve: Serve) -> None:
     assert await ari.request("POST", "/channels/x/answer") is None
     with pytest.raises(ChannelGone):
         await ari.answer("gone")
-    with pytest.raises(AriError, match="500 boom"):
+    with pytest.raises(AriError, match="500 boom") as failed:
         await ari.create_bridge("b")
+    assert (failed.value.status, failed.value.refused) == (500, False)
     await ari.aclose()
+
+
+async def test_only_a_refused_connection_says_nothing_listens_at_ari(serve: Serve) -> None:
+    """A refused connection means Asterisk is not running there; a timeout says nothing
+    about it (``ivr jobs retire-node`` keeps the node then)."""
+    stopped = AriClient(AriSettings(url="http://127.0.0.1:1"))
+    with pytest.raises(AriError, match="cannot connect") as refused:
+        await stopped.channels()
+    assert (refused.value.status, refused.value.refused) == (None, True)
+    _, silent = await serve(lambda head: b"")
+    hung = AriClient(AriSettings(url=f"http://127.0.0.1:{silent}"))
+    hung._http.timeout = 0.3
+    with pytest.raises(AriError, match="TimeoutError") as timed_out:
+        await hung.channels()
+    assert (timed_out.value.status, timed_out.value.refused) == (None, False)
 
 
 async def test_all_idle_connections_dropped_by_the_server_cost_one_retry(
