@@ -57,6 +57,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--short-rates", default=",".join(map(str, SHORT_RATES)))
     parser.add_argument("--real-rates", default=",".join(map(str, REAL_RATES)))
     parser.add_argument("--seconds", type=int, default=20, help="calls placed per step")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="steps at each rate, 1-10 (default 1): a rate is clean when all "
+                             "are, and its latencies are their p99s' medians (one step's p99 "
+                             "moves by more between runs than many changes do)")
     parser.add_argument("--label", default="", help="a name for this run in the results")
     parser.add_argument("--priority", type=int, default=0,
                         help="run the service ([scheduling] realtime_priority) and this "
@@ -82,6 +86,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--short-rates/--real-rates: numbers separated by commas")
     if not 0 <= args.priority <= 99:
         parser.error("--priority: between 0 and 99")
+    if not 1 <= args.repeat <= 10:
+        parser.error("--repeat: between 1 and 10")
     if not 5 <= args.seconds <= 300:
         parser.error("--seconds: between 5 and 300")
     return args
@@ -117,7 +123,8 @@ async def run(args: argparse.Namespace) -> int:
         for group in groups(args.variants, args.paired):
             env["IVR_DIALPLAN__INBOUND_FLOW"] = VARIANTS[group[-1]]
             os.environ.update(env)
-            rates = args.short_rates if prompts == "short" else args.real_rates
+            rates = [rate for rate in (args.short_rates if prompts == "short"
+                                       else args.real_rates) for _ in range(args.repeat)]
             with postgres_priority(args.priority):
                 for row in await run_group(paths, work, prompts, group, env, rates,
                                            args.seconds, index, args.asterisk_realtime):
@@ -196,6 +203,8 @@ async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
                 ctx = Context(variant, prompts, sipp, timing, asterisk_pid, service.pid, log,
                               settings.recordings.local_dir, engine, database, work, idle_mb)
                 row = await run_step(ctx, step % 100, rate, seconds)
+                row["repeat"] = 1 + sum(r["variant"] == variant and r["rate_cps"] == rate
+                                        for r in rows)
                 rows.append(row)
                 print(summary(row), flush=True)
                 if not row["clean"]:

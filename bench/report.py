@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 COLUMNS = (
     ("prompts", "prompts"), ("variant", "variant"), ("rate_cps", "calls/s"),
+    ("repeat", "run"),
     ("attempted", "attempted"), ("succeeded", "ok"), ("failed", "failed"),
     ("recordings", "recordings"), ("receipts", "consent receipts"),
     ("decisions", "decisions stored"),
@@ -36,22 +38,57 @@ COLUMNS = (
 )
 
 
-def capacity(rows: list[dict[str, Any]], variant: str, prompts: str) -> float:
-    """The highest rate of an unbroken run of clean steps from the lowest rate."""
-    return highest_unbroken(rows, variant, prompts, lambda row: bool(row["clean"])) or 0.0
+# A step of a run before ``--repeat`` existed was its rate's only one.
+FIRST_RUN = {"repeat": 1}
+
+Steps = list[dict[str, Any]]
 
 
-def highest_unbroken(rows: list[dict[str, Any]], variant: str, prompts: str,
-                     good: Callable[[dict[str, Any]], bool]) -> float | None:
-    """The highest rate of the variant's steps from the lowest rate up, each ``good``,
-    before the first that is not (``None``: not even the lowest)."""
+def steps_by_rate(rows: Steps, variant: str, prompts: str) -> list[tuple[float, Steps]]:
+    """The variant's steps grouped by rate, the lowest rate first (several at a rate when
+    the run repeated each one: ``--repeat``)."""
+    grouped: dict[float, Steps] = {}
+    for row in rows:
+        if row["variant"] == variant and row["prompts"] == prompts:
+            grouped.setdefault(row["rate_cps"], []).append(row)
+    return sorted(grouped.items())
+
+
+def all_clean(steps: Steps) -> bool:
+    return all(row["clean"] for row in steps)
+
+
+def capacity(rows: Steps, variant: str, prompts: str) -> float:
+    """The highest rate of an unbroken run of clean rates from the lowest (a rate is clean
+    when every one of its steps is)."""
+    return highest_unbroken(rows, variant, prompts, all_clean) or 0.0
+
+
+def highest_unbroken(rows: Steps, variant: str, prompts: str,
+                     good: Callable[[Steps], bool]) -> float | None:
+    """The highest rate of the variant's from the lowest rate up, each ``good`` (given its
+    steps), before the first that is not (``None``: not even the lowest)."""
     best = None
-    for row in sorted((r for r in rows if r["variant"] == variant and r["prompts"] == prompts),
-                      key=lambda r: r["rate_cps"]):
-        if not good(row):
+    for rate, steps in steps_by_rate(rows, variant, prompts):
+        if not good(steps):
             break
-        best = row["rate_cps"]
+        best = rate
     return best
+
+
+def typical(steps: Steps, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Each figure's median over the steps of one rate (one step: its own), and with
+    several steps its range; a figure one of them lacks is not measured (``None``)."""
+    figures: dict[str, Any] = {}
+    for key in keys:
+        values: list[float] = [row[key] for row in steps if row.get(key) is not None]
+        if len(values) < len(steps):
+            figures[key] = None
+            continue
+        figures[key] = round(statistics.median(values), 2)
+        if len(values) > 1:
+            figures[f"{key}_range"] = [min(values), max(values)]
+    return figures
 
 
 def limit_found(rows: list[dict[str, Any]], variant: str, prompts: str) -> bool:
@@ -67,37 +104,38 @@ TARGET_SHARE = 0.8
 LATENCIES = ("digit_to_decision_stored_ms_p99", "notice_end_to_mixmonitor_ms_p99")
 
 
-def at_target_share(rows: list[dict[str, Any]], variant: str,
-                    prompts: str) -> dict[str, Any] | None:
-    """The variant's latencies at the highest rate it ran at or below 80 % of its capacity,
-    and whether both p99s are within the target."""
+def at_target_share(rows: Steps, variant: str, prompts: str) -> dict[str, Any] | None:
+    """The variant's latencies at the highest rate it ran clean at or below 80 % of its
+    capacity (with repeated steps, each p99's median over them), and whether both p99s
+    are within the target."""
     limit = TARGET_SHARE * capacity(rows, variant, prompts)
-    below = [r for r in rows if r["variant"] == variant and r["prompts"] == prompts
-             and r["clean"] and r["rate_cps"] <= limit]
+    below = [(rate, steps) for rate, steps in steps_by_rate(rows, variant, prompts)
+             if rate <= limit and all_clean(steps)]
     if not below:
         return None
-    row = max(below, key=lambda r: r["rate_cps"])
+    rate, steps = below[-1]
+    figures = typical(steps, (*LATENCIES, "digit_to_mixmonitor_ms_p99"))
     # the same rate's digit -> MixMonitor, the service's and the PBX's alone (baseline)
-    baseline = next((r for r in rows if r["variant"] == "baseline"
-                     and r["prompts"] == prompts and r["rate_cps"] == row["rate_cps"]), {})
-    return {"rate_cps": row["rate_cps"], **{key: row.get(key) for key in LATENCIES},
-            "digit_to_mixmonitor_ms_p99": row.get("digit_to_mixmonitor_ms_p99"),
-            "baseline_digit_to_mixmonitor_ms_p99": baseline.get("digit_to_mixmonitor_ms_p99"),
-            "target_ms": TARGET_MS,
-            "met": _within_target_ms(row)}
+    baseline = typical([r for r in rows if r["variant"] == "baseline"
+                        and r["prompts"] == prompts and r["rate_cps"] == rate] or [{}],
+                       ("digit_to_mixmonitor_ms_p99",))
+    return {"rate_cps": rate, "steps": len(steps), **figures,
+            "baseline_digit_to_mixmonitor_ms_p99": baseline["digit_to_mixmonitor_ms_p99"],
+            "target_ms": TARGET_MS, "met": _within_target_ms(figures)}
 
 
-def _within_target_ms(row: dict[str, Any]) -> bool:
+def _within_target_ms(figures: dict[str, Any]) -> bool:
     """Both p99s measured and at most the target (one not measured is not met)."""
-    return all(row.get(key) is not None and row[key] <= TARGET_MS for key in LATENCIES)
+    return all(figures.get(key) is not None and figures[key] <= TARGET_MS
+               for key in LATENCIES)
 
 
-def within_target(rows: list[dict[str, Any]], variant: str, prompts: str) -> float | None:
-    """The highest rate of an unbroken run of steps from the lowest, each clean with both
-    p99s within the target: how far this machine keeps the latency, whatever its capacity
-    (``None``: not even at the lowest rate)."""
-    return highest_unbroken(rows, variant, prompts,
-                            lambda row: bool(row["clean"]) and _within_target_ms(row))
+def within_target(rows: Steps, variant: str, prompts: str) -> float | None:
+    """The highest rate of an unbroken run of rates from the lowest, each clean with both
+    p99s (their medians over repeated steps) within the target: how far this machine
+    keeps the latency, whatever its capacity (``None``: not even at the lowest rate)."""
+    return highest_unbroken(rows, variant, prompts, lambda steps: all_clean(steps)
+                            and _within_target_ms(typical(steps, LATENCIES)))
 
 
 SERVICE_VARIANTS = ("service", "service-dialplan")
@@ -172,7 +210,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| " + " | ".join(title for _, title in COLUMNS) + " |",
               "|" + "---|" * len(COLUMNS)]
     for row in result["rows"]:
-        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(key, FIRST_RUN.get(key)))
+                                       for key, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,12 +240,21 @@ def _at_80_percent(figures: dict[str, Any]) -> str:
     if not at:
         return f"no clean step at or below {TARGET_SHARE:.0%} of its capacity"
     verdict = "met" if at["met"] else "not met"
-    return (f"at {at['rate_cps']:g} calls/s (at most {TARGET_SHARE:.0%} of its capacity), "
-            f"p99 digit→stored {_cell(at['digit_to_decision_stored_ms_p99'])} ms, notice "
-            f"end→MixMonitor {_cell(at['notice_end_to_mixmonitor_ms_p99'])} ms: "
+    runs = at.get("steps", 1)
+    return (f"at {at['rate_cps']:g} calls/s (at most {TARGET_SHARE:.0%} of its capacity"
+            + (f"; medians of {runs} runs" if runs > 1 else "") + "), "
+            f"p99 digit→stored {_ranged(at, 'digit_to_decision_stored_ms_p99')} ms, notice "
+            f"end→MixMonitor {_ranged(at, 'notice_end_to_mixmonitor_ms_p99')} ms: "
             f"the {at['target_ms']:g} ms target {verdict}; digit→MixMonitor p99 "
             f"{_cell(at['digit_to_mixmonitor_ms_p99'])} ms, the baseline's (the PBX "
             f"alone) {_cell(at['baseline_digit_to_mixmonitor_ms_p99'])} ms")
+
+
+def _ranged(figures: dict[str, Any], key: str) -> str:
+    """A median with the range of the runs it is the median of."""
+    spread = figures.get(f"{key}_range")
+    return _cell(figures.get(key)) + (f" (runs {_cell(spread[0])}-{_cell(spread[1])})"
+                                      if spread else "")
 
 
 def _cell(value: Any) -> str:
