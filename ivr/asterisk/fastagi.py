@@ -36,10 +36,8 @@ class AgiSession:
         self._writer = writer
         self._timeout = command_timeout
 
-    async def _command(self, line: bytes, last: bool = False) -> tuple[int, str, str | None]:
+    async def _command(self, line: bytes) -> tuple[int, str, str | None]:
         self._writer.write(line)
-        if last:
-            self._writer.write_eof()
         await self._writer.drain()
         async with asyncio.timeout(self._timeout):  # no task of its own, as wait_for makes
             reply = await self._reader.readline()
@@ -47,13 +45,8 @@ class AgiSession:
             raise ConnectionError("the channel left the AGI")
         return parse_reply(reply)
 
-    async def set(self, name: str, value: str, last: bool = False) -> None:
-        """``last``: nothing follows, so the command goes with the end of what the service
-        sends (a half-close; Asterisk's reply is still read). Asterisk then runs it and
-        leaves the AGI when it wakes once, where waiting for the service to close after
-        the reply took a second wake: under load each is a wait for a core, on the way to
-        MixMonitor."""
-        code, _, _ = await self._command(set_variable(name, value), last)
+    async def set(self, name: str, value: str) -> None:
+        code, _, _ = await self._command(set_variable(name, value))
         if code != 200:
             raise AgiError(f"SET VARIABLE {name}: {code}")
 

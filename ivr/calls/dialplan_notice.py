@@ -228,9 +228,9 @@ def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
                                request.get("arg_1") or "")
         if decided is None:
             return
-        # One command, the last (a round trip less before MixMonitor): the dialplan splits
-        # it into IVR_DECISION and IVR_RECORD.
-        await agi.set("IVR_DECIDED", f"{decided[0].value}:{decided[1] or 'no'}", last=True)
+        # One command (a round trip less before MixMonitor): the dialplan splits it into
+        # IVR_DECISION and IVR_RECORD.
+        await agi.set("IVR_DECIDED", f"{decided[0].value}:{decided[1] or 'no'}")
 
     return {SCRIPT: decision}
 

@@ -143,39 +143,3 @@ async def test_a_peer_that_is_not_asterisk_is_closed_unread() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def test_the_last_command_comes_with_the_end_and_its_reply_is_still_read() -> None:
-    """Asterisk reads the last command and the end of the service's side in one wake, and
-    leaves the AGI without waiting for a close after its reply; the reply still counts (a
-    refused command is an error)."""
-    replies: list[str] = []
-
-    async def decision(request: AgiRequest, agi: AgiSession) -> None:
-        try:
-            await agi.set("IVR_DECIDED", "consent:file.wav", last=True)
-            replies.append("ok")
-        except AgiError as exc:
-            replies.append(str(exc))
-
-    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": decision}, header_timeout=0.3,
-                           handler_timeout=2)
-    ready = asyncio.Event()
-    task = asyncio.create_task(server.serve(ready))
-    await ready.wait()
-    try:
-        for reply in (b"200 result=1\n", b"510 Invalid or unknown command\n"):
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(REQUEST)
-            # before any reply: the command, then the end (as Asterisk's fgets meets them)
-            assert await asyncio.wait_for(reader.read(), 2) == (
-                b'SET VARIABLE IVR_DECIDED "consent:file.wav"\n')
-            writer.write(reply)
-            await writer.drain()
-            writer.close()
-        await asyncio.sleep(0.1)
-        assert replies[0] == "ok" and "510" in replies[1]
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
