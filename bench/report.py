@@ -166,7 +166,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         service = capacity(rows, best, prompts) if best else 0.0
         figures["service"] = {"max_clean_cps": service,
                               "flow": FLOW_KEYS[best].removeprefix("service_") if best
-                              else None}
+                              else None,
+                              "limit_found": limit_found(rows, best, prompts) if best
+                              else True}
         figures["ratio"] = _ratio(service, baseline)
         by_prompts[prompts] = figures
     headline: dict[str, Any] = by_prompts.get("short") or next(iter(by_prompts.values()), {})
@@ -202,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
             for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan"))
             if key in figures)
         lines.append(f"- {prompts} prompts: baseline {_cps(figures['baseline'])}, service "
-                     f"{figures['service']['max_clean_cps']:g} calls/s, "
+                     f"{_cps(figures['service'])}, "
                      f"ratio {figures['ratio']}" + (f" ({flows})" if flows else ""))
         for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan")):
             if key in figures:

@@ -89,6 +89,7 @@ def test_the_latency_target_is_read_at_80_percent_of_the_service_capacity() -> N
                      "scheduling": {"asterisk": "SCHED_RR 10 (-p)"}, "rows": []})
     assert "Scheduling: asterisk SCHED_RR 10 (-p)." in text
     assert "baseline at least 60 calls/s" in text and "dialplan flow 50 calls/s" in text
+    assert "service 50 calls/s" in text
     assert "at 40 calls/s" in text and "p99 digit→stored n/a ms" in text
     assert "the 50 ms target not met" in text
     # beside it, the PBX's own digit -> MixMonitor at the same rate
@@ -144,6 +145,7 @@ def test_repeated_steps_make_a_rate_clean_only_together_and_judge_its_medians() 
     assert within_target(rows, "service-dialplan", "short") == 30
     figures = summary(rows)
     text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m", "rows": []})
+    assert "service at least 50 calls/s" in text  # no step failed: a lower bound
     assert "at 40 calls/s (at most 80% of its capacity; medians of 3 runs)" in text
     assert "p99 digit→stored 70 ms (runs 20-80) ms" not in text
     assert "p99 digit→stored 70 (runs 20-80) ms" in text
