@@ -22,16 +22,21 @@ LOCK_NAME = "serve.lock"
 
 
 class NodeBusy(RuntimeError):
-    """Another process (``ivr serve`` or ``ivr jobs retire-node``) holds this node."""
+    """Another process (``ivr serve`` or ``ivr jobs retire-node``) holds this node, or its
+    lock cannot be made (the journal directory is not writable)."""
 
 
 @contextmanager
 def node_held(directory: Path, holder: str) -> Iterator[None]:
     """Hold the node's lock in ``directory`` (the journal's) for the ``with`` block;
     :class:`NodeBusy` at once if another process holds it."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise NodeBusy(f"the node's lock {path} cannot be made: {exc.strerror} (set "
+                       "journal.directory to a directory this user may write)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

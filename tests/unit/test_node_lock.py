@@ -48,6 +48,12 @@ def test_the_node_is_held_by_one_process_and_let_go_however_it_ends(tmp_path: Pa
             pass
     with node_held(journal, "ivr serve"):
         pass
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    with pytest.raises(NodeBusy, match=f"the node's lock {blocked / 'journal' / LOCK_NAME} "
+                                       "cannot be made: "), \
+            node_held(blocked / "journal", "ivr serve"):
+        pass
 
 
 def test_ivr_serve_refuses_to_start_on_a_node_held_by_another_process(tmp_path: Path) -> None:
