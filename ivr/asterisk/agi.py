@@ -17,6 +17,9 @@ MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 64
 _HEADER = re.compile(r"^agi_([a-z_0-9]{1,32}): ?(.{0,2048})$")  # a report: up to 2 KB
 _REPLY = re.compile(r"^(\d{3}) result=(-?\S*)(?: \((.*)\))?")
+# Asterisk's refusals carry no result: "510 Invalid or unknown command", "511 Command Not
+# Permitted on a dead channel or intercept routine", "520-Invalid command syntax..."
+_REFUSAL = re.compile(r"^(5\d\d)[ -](.*)")
 _VARIABLE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _VALUE = re.compile(r"^[A-Za-z0-9 _.:+@-]{0,200}$")
 
@@ -75,12 +78,16 @@ def get_variable(name: str) -> bytes:
 
 
 def parse_reply(line: bytes) -> tuple[int, str, str | None]:
-    """``200 result=1 (value)`` -> (200, '1', 'value')."""
+    """``200 result=1 (value)`` -> (200, '1', 'value'); a refusal such as ``510 Invalid or
+    unknown command`` -> (510, '', 'Invalid or unknown command')."""
     try:
         text = line.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise AgiError("reply is not UTF-8") from None
     match = _REPLY.match(text)
-    if match is None:
-        raise AgiError(f"not an AGI reply: {text[:60]!r}")
-    return int(match.group(1)), match.group(2), match.group(3)
+    if match is not None:
+        return int(match.group(1)), match.group(2), match.group(3)
+    refusal = _REFUSAL.match(text)
+    if refusal is not None:  # (510, '', 'Invalid or unknown command')
+        return int(refusal.group(1)), "", refusal.group(2)[:120]
+    raise AgiError(f"not an AGI reply: {text[:60]!r}")

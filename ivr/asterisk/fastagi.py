@@ -46,9 +46,9 @@ class AgiSession:
         return parse_reply(reply)
 
     async def set(self, name: str, value: str) -> None:
-        code, _, _ = await self._command(set_variable(name, value))
+        code, _, said = await self._command(set_variable(name, value))
         if code != 200:
-            raise AgiError(f"SET VARIABLE {name}: {code}")
+            raise AgiError(f"SET VARIABLE {name}: {code} {said or ''}".rstrip())
 
     async def get(self, name: str) -> str | None:
         code, result, value = await self._command(get_variable(name))

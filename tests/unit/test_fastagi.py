@@ -91,6 +91,10 @@ def test_the_server_never_sends_caller_data_as_a_variable() -> None:
 def test_replies_and_requests_parse_or_refuse() -> None:
     assert parse_reply(b"200 result=1 (ANSWER)\n") == (200, "1", "ANSWER")
     assert parse_reply(b"200 result=0\n") == (200, "0", None)
+    # Asterisk's refusals: the code and what it says, so that the error names them
+    assert parse_reply(b"510 Invalid or unknown command\n") == (
+        510, "", "Invalid or unknown command")
+    assert parse_reply(b"520-Invalid command syntax.  Proper usage follows:\n")[0] == 520
     for bad in (b"", b"hello", b"\xff\xfe"):
         with pytest.raises(AgiError):
             parse_reply(bad)
