@@ -220,9 +220,9 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
     async with ctx.engine.connect() as connection:
         rows = [dict(r) for r in (await connection.execute(
             text(CALLS_SQL), {"prefix": prefix + "%"})).mappings()]
-    stored_at, service_ms = decision_log_times(ctx.service_log, log_offset)
+    stored_at, service_ms, header_ms = decision_log_times(ctx.service_log, log_offset)
     notice_to_record, digit_to_stored, digit_to_report, report_to_stored = [], [], [], []
-    digit_to_record = []
+    digit_to_record, digit_to_accept, accept_to_header = [], [], []
     for r in rows:
         if r["decision"] == "consent" and r["recording_started_at"] and r["notice_ended_at"] \
                 and r["digit_at"] and r["digit_at"] <= r["notice_ended_at"]:
@@ -235,6 +235,9 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
             if r["id"] in service_ms:  # the dialplan flow: the PBX's part, the service's
                 report_to_stored.append(service_ms[r["id"]])
                 digit_to_report.append(digit_to_stored[-1] - service_ms[r["id"]])
+            if r["id"] in header_ms:  # the report's header: from accept to read
+                accept_to_header.append(header_ms[r["id"]])
+                digit_to_accept.append(digit_to_report[-1] - header_ms[r["id"]])
     recorded = [r for r in rows if r["file_name"] and r["mixmonitor_id"]
                 and (ctx.recordings / r["file_name"]).is_file()]
     unbased = [r for r in recorded if r["decision"] not in ("consent", "legal_basis")]
@@ -250,6 +253,8 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         "digit_to_decision_stored_ms_p99": percentile(digit_to_stored, 0.99),
         "digit_to_mixmonitor_ms_p99": percentile(digit_to_record, 0.99),
         "digit_to_report_ms_p99": percentile(digit_to_report, 0.99),
+        "digit_to_accept_ms_p99": percentile(digit_to_accept, 0.99),
+        "accept_to_report_ms_p99": percentile(accept_to_header, 0.99),
         "report_to_decision_stored_ms_p99": percentile(report_to_stored, 0.99),
     }
 
@@ -279,12 +284,14 @@ def peak_concurrency(rows: list[dict[str, Any]]) -> int:
 
 
 def decision_log_times(log: Path, offset: int) -> tuple[dict[str, datetime],
-                                                       dict[str, float]]:
+                                                       dict[str, float], dict[str, float]]:
     """call id -> when the service logged its decision as stored (after the commit); and,
     where the log line says (the dialplan flow), call id -> the milliseconds the service
-    took from the dialplan's report to the commit."""
+    took from the dialplan's report to the commit, and from the FastAGI connection's
+    accept to the report's whole header."""
     found: dict[str, datetime] = {}
     took: dict[str, float] = {}
+    header: dict[str, float] = {}
     with log.open("rb") as stream:
         stream.seek(offset)
         for line in stream:
@@ -295,7 +302,9 @@ def decision_log_times(log: Path, offset: int) -> tuple[dict[str, datetime],
                 found[entry["call_id"]] = datetime.fromisoformat(entry["time"])
                 if "ms" in entry:
                     took[entry["call_id"]] = float(entry["ms"])
-    return found, took
+                if "header_ms" in entry:
+                    header[entry["call_id"]] = float(entry["header_ms"])
+    return found, took, header
 
 
 def ms(start: datetime, end: datetime) -> float:

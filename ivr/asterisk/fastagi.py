@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from ivr.asterisk.agi import (
@@ -31,10 +32,13 @@ class AgiSession:
     """The commands a handler may send on one FastAGI connection."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 command_timeout: float) -> None:
+                 command_timeout: float, header_ms: float = 0.0) -> None:
         self._reader = reader
         self._writer = writer
         self._timeout = command_timeout
+        # From the connection's accept to its whole header: Asterisk writing the header a
+        # line at a time, and this process's turns to read it.
+        self.header_ms = header_ms
 
     async def _command(self, line: bytes) -> tuple[int, str, str | None]:
         self._writer.write(line)
@@ -90,6 +94,7 @@ class FastAgiServer:
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        accepted = time.monotonic()
         try:
             if not peer or peer[0] not in self.allowed_peers:
                 # Not Asterisk: nothing it says is read (a report from it would be a
@@ -107,7 +112,8 @@ class FastAgiServer:
                 self.refused += 1
                 log.warning("FastAGI script unknown", extra={"script": request.script[:64]})
                 return
-            session = AgiSession(reader, writer, self.header_timeout)
+            session = AgiSession(reader, writer, self.header_timeout,
+                                 round((time.monotonic() - accepted) * 1000, 1))
             async with asyncio.timeout(self.handler_timeout):  # no task of its own
                 await handler(request, session)
             self.served += 1

@@ -177,7 +177,7 @@ def _receipt(deps: CallDeps, line: LineRef, report: Report, at: datetime,
     return receipt(line.kind, notice, report.heard, at, call_over)
 
 
-async def decide(deps: CallDeps, channel_id: str, argument: str
+async def decide(deps: CallDeps, channel_id: str, argument: str, header_ms: float = 0.0
                  ) -> tuple[Decision, str | None] | None:
     """Store the decision the report allows; the decision and the file to record into,
     or ``None`` when nothing was stored (nothing is recorded then)."""
@@ -218,14 +218,15 @@ async def decide(deps: CallDeps, channel_id: str, argument: str
         return None
     log.info("decision stored", extra={**extra, "decision": decided.decision.value,
                                        "digit": decided.digit, "record": decided.record,
-                                       "ms": round((time.monotonic() - began) * 1000, 1)})
+                                       "ms": round((time.monotonic() - began) * 1000, 1),
+                                       "header_ms": header_ms})
     return decided.decision, planned.file_name if planned else None
 
 
 def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
     async def decision(request: AgiRequest, agi: AgiSession) -> None:
         decided = await decide(deps, request.get("uniqueid") or "",
-                               request.get("arg_1") or "")
+                               request.get("arg_1") or "", agi.header_ms)
         if decided is None:
             return
         # One command (a round trip less before MixMonitor): the dialplan splits it into

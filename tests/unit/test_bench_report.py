@@ -161,17 +161,18 @@ def test_the_baseline_names_its_recording_with_the_digit_and_mixmonitor_times() 
 
 def test_the_decision_log_gives_when_stored_and_the_service_part(tmp_path: Path) -> None:
     """Each "decision stored" line: when (after the commit) and, where it says, how long
-    the service took from the report; other lines and broken ones are passed over."""
+    the service took from the report, and from the FastAGI accept to the report; other
+    lines and broken ones are passed over."""
     log = tmp_path / "service.log"
     log.write_text(
         '{"time": "2026-11-23T10:00:00.100+00:00", "message": "decision stored", '
-        '"call_id": "a", "ms": 4.5}\n'
+        '"call_id": "a", "ms": 4.5, "header_ms": 1.5}\n'
         '{"time": "2026-11-23T10:00:00.200+00:00", "message": "decision stored", '
         '"call_id": "b"}\n'
         '{"time": "2026-11-23T10:00:00.300+00:00", "message": "call ended", "call_id": "c"}\n'
         '{"message": "decision stored", "call_id": "d"\n')
-    stored, took = decision_log_times(log, 0)
-    assert sorted(stored) == ["a", "b"] and took == {"a": 4.5}
+    stored, took, header = decision_log_times(log, 0)
+    assert sorted(stored) == ["a", "b"] and took == {"a": 4.5} and header == {"a": 1.5}
     assert stored["a"] == datetime(2026, 11, 23, 10, 0, 0, 100000, tzinfo=UTC)
 
 

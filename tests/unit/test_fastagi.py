@@ -147,3 +147,33 @@ async def test_a_peer_that_is_not_asterisk_is_closed_unread() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_the_handler_is_told_how_long_the_header_took_from_the_accept() -> None:
+    """A header that comes in two parts 0.1 s apart: the session's header_ms counts from
+    the connection's accept to the whole header (the log of a decision carries it)."""
+    took: list[float] = []
+
+    async def dial(request: AgiRequest, agi: AgiSession) -> None:
+        took.append(agi.header_ms)
+        await agi.set("IVR_RECORD", "no")
+
+    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": dial}, header_timeout=2)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready))
+    await ready.wait()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(REQUEST[:40])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(REQUEST[40:])
+        assert await asyncio.wait_for(reader.readline(), 2) == b'SET VARIABLE IVR_RECORD "no"\n'
+        writer.write(b"200 result=1\n")
+        await asyncio.wait_for(reader.read(), 2)
+        writer.close()
+        assert len(took) == 1 and 90 <= took[0] < 2000
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
