@@ -27,6 +27,7 @@ COLUMNS = (
     ("digit_to_accept_ms_p99", "digit→FastAGI accept p99"),
     ("accept_to_report_ms_p99", "accept→report read p99"),
     ("report_to_decision_stored_ms_p99", "report→stored (service) p99"),
+    ("stored_to_mixmonitor_ms_p99", "stored→MixMonitor p99"),
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
     ("postgres_cpu_s_per_call", "PostgreSQL CPU s/call"),

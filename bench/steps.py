@@ -222,7 +222,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
             text(CALLS_SQL), {"prefix": prefix + "%"})).mappings()]
     stored_at, service_ms, header_ms = decision_log_times(ctx.service_log, log_offset)
     notice_to_record, digit_to_stored, digit_to_report, report_to_stored = [], [], [], []
-    digit_to_record, digit_to_accept, accept_to_header = [], [], []
+    digit_to_record, digit_to_accept, accept_to_header, stored_to_record = [], [], [], []
     for r in rows:
         if r["decision"] == "consent" and r["recording_started_at"] and r["notice_ended_at"] \
                 and r["digit_at"] and r["digit_at"] <= r["notice_ended_at"]:
@@ -232,6 +232,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
             digit_to_stored.append(ms(r["digit_at"], stored_at[r["id"]]))
             if r["recording_started_at"]:
                 digit_to_record.append(ms(r["digit_at"], r["recording_started_at"]))
+                stored_to_record.append(ms(stored_at[r["id"]], r["recording_started_at"]))
             if r["id"] in service_ms:  # the dialplan flow: the PBX's part, the service's
                 report_to_stored.append(service_ms[r["id"]])
                 digit_to_report.append(digit_to_stored[-1] - service_ms[r["id"]])
@@ -255,6 +256,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         "digit_to_report_ms_p99": percentile(digit_to_report, 0.99),
         "digit_to_accept_ms_p99": percentile(digit_to_accept, 0.99),
         "accept_to_report_ms_p99": percentile(accept_to_header, 0.99),
+        "stored_to_mixmonitor_ms_p99": percentile(stored_to_record, 0.99),
         "report_to_decision_stored_ms_p99": percentile(report_to_stored, 0.99),
     }
 
