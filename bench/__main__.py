@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -186,7 +187,8 @@ async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
     url = await fresh_database(settings.database.url.get_secret_value(), database)
     pbx = Asterisk(paths, settings, baseline=True, realtime=realtime)
     pbx.start()
-    service, log = start_service(url, env, work / f"service-{prompts}-{'-'.join(group)}.log")
+    service, log, metrics_url = start_service(
+        url, env, work / f"service-{prompts}-{'-'.join(group)}.log")
     engine = create_async_engine(url, poolclass=pool.NullPool)
     rows: list[dict[str, Any]] = []
     running = list(group)
@@ -201,7 +203,8 @@ async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
             for variant in running[::-1] if turn % 2 else list(running):
                 step += 1
                 ctx = Context(variant, prompts, sipp, timing, asterisk_pid, service.pid, log,
-                              settings.recordings.local_dir, engine, database, work, idle_mb)
+                              settings.recordings.local_dir, engine, database, work, idle_mb,
+                              metrics_url)
                 row = await run_step(ctx, step % 100, rate, seconds)
                 row["repeat"] = 1 + sum(r["variant"] == variant and r["rate_cps"] == rate
                                         for r in rows)
@@ -233,18 +236,27 @@ async def fresh_database(url: str, name: str) -> str:
     return target
 
 
-def start_service(url: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes],
-                                                                      Path]:
+def start_service(url: str, env: dict[str, str], log: Path
+                  ) -> tuple[subprocess.Popen[bytes], Path, str]:
+    """The service, its log, and its /metrics (the console on a free port: nobody logs
+    in, the bench reads the event loop's lag there before and after each step)."""
+    port = free_port()
     environment = os.environ | env | {"IVR_DATABASE__URL": url,
                                       "IVR_JOURNAL__DIRECTORY": str(log.parent / "journal"),
-                                      "IVR_WEB__ENABLED": "false",
+                                      "IVR_WEB__ENABLED": "true", "IVR_WEB__PORT": str(port),
                                       # The periodic jobs (deletions, moves into the
                                       # recording store) would move the files a step counts.
                                       "IVR_JOBS__ENABLED": "false"}
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=environment,
                                    stdout=out, stderr=subprocess.STDOUT)
-    return process, log
+    return process, log, f"http://127.0.0.1:{port}/metrics"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def wait_for(log: Path, message: str, wait: float = 30) -> None:

@@ -1,11 +1,13 @@
 """What one benchmark step measures outside SIPp: CPU seconds of a process (from /proc),
-its resident memory and the machine's busy cores, sampled, SIPp's own CPU, and
-PostgreSQL's transaction counter for a database."""
+its resident memory and the machine's busy cores, sampled, SIPp's own CPU,
+PostgreSQL's transaction counter for a database, and the service's event-loop lag (its
+/metrics)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import resource
 import statistics
@@ -13,10 +15,31 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 TICKS = os.sysconf("SC_CLK_TCK")
+LAG_BUCKET = "ivr_event_loop_lag_seconds_bucket"
+Buckets = dict[float, float]  # a histogram's cumulative counts by bucket bound
+
+
+def loop_lag(body: str) -> Buckets:
+    """The event-loop lag histogram of a /metrics body (empty when it has none)."""
+    return {float(sample.labels["le"]): sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples if sample.name == LAG_BUCKET}
+
+
+def lag_ms(before: Buckets, after: Buckets, share: float) -> float | None:
+    """The bound, in ms, of the bucket that holds the step's ``share`` quantile of the
+    samples (``inf``: past the last bound); ``None`` with no sample or no histogram."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = counts.get(math.inf, 0.0)
+    if not total:
+        return None
+    bound = min(b for b, n in counts.items() if n >= share * total)
+    return round(bound * 1000, 1)
 
 
 def cpu_seconds(pid: int) -> float:

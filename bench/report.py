@@ -30,6 +30,8 @@ COLUMNS = (
     ("stored_to_mixmonitor_ms_p99", "stored→MixMonitor p99"),
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
+    ("service_loop_lag_ms_p99", "service event-loop lag p99 ms (bucket)"),
+    ("service_loop_lag_ms_max", "max (bucket)"),
     ("postgres_cpu_s_per_call", "PostgreSQL CPU s/call"),
     ("sipp_cpu_s_per_call", "SIPp CPU s/call"),
     ("cores_busy_median", "cores busy, median 2 s"),

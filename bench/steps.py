@@ -15,6 +15,7 @@ import csv
 import json
 import shutil
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,9 +25,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.measure import (
+    Buckets,
     Sampler,
     cpu_seconds,
     finished_children_cpu,
+    lag_ms,
+    loop_lag,
     percentile,
     postgres_cpu,
     postgres_cpu_between,
@@ -83,6 +87,7 @@ class Context:
     database: str
     work: Path
     service_idle_mb: float = 0.0
+    metrics_url: str = ""  # the service's /metrics (its event-loop lag)
 
 
 async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[str, Any]:
@@ -98,6 +103,7 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     sipp_before = finished_children_cpu()
     postgres_before = postgres_cpu()
     xact_before = await transactions(ctx.engine, ctx.database)
+    lag_before = await scrape_lag(ctx.metrics_url)
     stop = asyncio.Event()
     memory = Sampler(ctx.service_pid)
     sampler = asyncio.create_task(memory.run(stop))
@@ -135,6 +141,9 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
                 "digit_to_mixmonitor_ms_p99": percentile(after_notice, 0.99)}
     else:
         row |= await service_figures(ctx, prefix, log_offset)
+        lag_after = await scrape_lag(ctx.metrics_url)
+        row |= {"service_loop_lag_ms_p99": lag_ms(lag_before, lag_after, 0.99),
+                "service_loop_lag_ms_max": lag_ms(lag_before, lag_after, 1.0)}
         row |= {
             "service_cpu_s_per_call": round((cpu_after[1] - cpu_before[1]) / max(1, attempted),
                                             4),
@@ -307,6 +316,24 @@ def decision_log_times(log: Path, offset: int) -> tuple[dict[str, datetime],
                 if "header_ms" in entry:
                     header[entry["call_id"]] = float(entry["header_ms"])
     return found, took, header
+
+
+async def scrape_lag(url: str) -> Buckets:
+    """The service's event-loop lag histogram now (empty when its /metrics did not answer:
+    the step's lag is then not measured)."""
+    if not url:
+        return {}
+
+    def fetch() -> str:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return str(reply.read().decode())
+
+    try:
+        return loop_lag(await asyncio.to_thread(fetch))
+    except (OSError, ValueError) as exc:
+        print(f"bench: the service's {url} did not answer ({exc}): its loop lag not measured",
+              flush=True)
+        return {}
 
 
 def ms(start: datetime, end: datetime) -> float:

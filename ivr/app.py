@@ -26,6 +26,7 @@ from ivr.calls.router import CallItems, CallRouter
 from ivr.calls.unattended import collect_unattended
 from ivr.jobs.deletion import DeletionJob
 from ivr.jobs.recording_moves import RecordingMoveJob
+from ivr.metrics.event_loop import watch_lag
 from ivr.metrics.health import Health, ami_check, ari_check, database_check
 from ivr.metrics.in_process import Metrics
 from ivr.node_lock import node_held
@@ -99,6 +100,7 @@ async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
                                     desk_phone_handlers(deps) | notice_handlers(deps),
                                     allowed_peers=settings.fastagi.allowed_peers())
             tasks.create_task(fastagi.serve(), name="fastagi")
+            tasks.create_task(watch_lag(metrics), name="event-loop-lag")
             files = RecordingFiles.from_settings(settings.recordings)
             if settings.web.enabled:
                 tasks.create_task(_console(settings, db, audit, deps, tasks, metrics, health,

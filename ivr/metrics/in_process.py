@@ -25,6 +25,9 @@ class Step(StrEnum):
 # Seconds. The steps take milliseconds below capacity (README: p99 16-71 ms at 10 calls/s)
 # and seconds past it; the buckets cover both.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds. The loop's lag is well under a millisecond when idle (ivr/metrics/event_loop.py);
+# a few milliseconds are a busy loop, a tenth of a second a held one.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
@@ -43,6 +46,10 @@ class Metrics:
             ["step"], buckets=STEP_BUCKETS, registry=self.registry)
         for step in Step:  # every step is exposed from the start, with zero counts
             self._steps.labels(step.value)
+        self._loop_lag = Histogram(
+            "ivr_event_loop_lag_seconds", "How late the event loop ran a timer due then, in "
+            "seconds: how long a FastAGI request, an ARI event or a database reply that "
+            "became ready with it waited.", buckets=LAG_BUCKETS, registry=self.registry)
 
     def ari_reconnected(self) -> None:
         self._ari_reconnects.inc()
@@ -65,6 +72,9 @@ class Metrics:
         waited = (started - since).total_seconds()
         if waited >= 0:
             self.observe_step(step, waited)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self._loop_lag.observe(seconds)
 
     def observe_step(self, step: Step | str, seconds: float) -> None:
         """Record that ``step`` took ``seconds``. An unknown step or a negative, infinite or

@@ -3,11 +3,19 @@ unbroken clean run from the lowest rate), the ratio, and when the callers press.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.measure import cores_busy, machine_busy_seconds, percentile, postgres_cpu_between
+from bench.measure import (
+    cores_busy,
+    lag_ms,
+    loop_lag,
+    machine_busy_seconds,
+    percentile,
+    postgres_cpu_between,
+)
 from bench.report import (
     at_target_share,
     capacity,
@@ -17,6 +25,8 @@ from bench.report import (
     write_reports,
 )
 from bench.steps import Timing, baseline_stamps, decision_log_times, peak_concurrency
+from ivr.metrics.exposition import exposition
+from ivr.metrics.in_process import Metrics
 
 
 def row(variant: str, rate: float, clean: bool, prompts: str = "short") -> dict[str, Any]:
@@ -270,3 +280,19 @@ def test_the_results_say_how_the_processes_were_scheduled() -> None:
                                          "postgresql": "normal", "sipp": "normal"}
     chosen = scheduling(arguments(["--priority", "20", "--asterisk-realtime"]))
     assert chosen["asterisk"] == "SCHED_RR 10 (-p)" and chosen["service"] == "SCHED_RR 20"
+
+
+def test_the_steps_loop_lag_is_read_from_two_scrapes_of_the_histogram() -> None:
+    """The bench reads the service's ``ivr_event_loop_lag_seconds`` before and after a
+    step: its quantiles are the bounds of the buckets the step's own samples fall in."""
+    metrics = Metrics()
+    before = loop_lag(exposition(metrics, None).decode())
+    assert before[0.001] == 0.0 and before[math.inf] == 0.0
+    for lag in [0.0002] * 97 + [0.004, 0.02, 0.3]:  # 100 samples in the step
+        metrics.observe_loop_lag(lag)
+    after = loop_lag(exposition(metrics, None).decode())
+    assert lag_ms(before, after, 0.5) == 1.0
+    assert lag_ms(before, after, 0.99) == 25.0
+    assert lag_ms(before, after, 1.0) == 500.0
+    # no sample in the step, or no histogram (the service's /metrics did not answer)
+    assert lag_ms(after, after, 0.99) is None and lag_ms({}, {}, 0.99) is None

@@ -94,7 +94,8 @@ def test_the_body_has_no_created_samples_and_declares_each_type() -> None:
     body = exposition(Metrics(), None)
     assert b"_created" not in body
     assert types(body) == {"ivr_ari_reconnects": "counter", "ivr_ami_reconnects": "counter",
-                           "ivr_step_seconds": "histogram", "ivr_database_up": "gauge"}
+                           "ivr_step_seconds": "histogram",
+                           "ivr_event_loop_lag_seconds": "histogram", "ivr_database_up": "gauge"}
 
 
 # AMI reconnects, through a real drop -----------------------------------------------------
