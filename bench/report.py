@@ -161,9 +161,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for variant in SERVICE_VARIANTS:
             if variant in measured:
                 cps = capacity(rows, variant, prompts)
+                found = limit_found(rows, variant, prompts)
                 figures[FLOW_KEYS[variant]] = {
                     "max_clean_cps": cps, "ratio": _ratio(cps, baseline),
-                    "limit_found": limit_found(rows, variant, prompts),
+                    "ratio_is": ratio_is(found, figures["baseline"]["limit_found"]),
+                    "limit_found": found,
                     "at_80_percent": at_target_share(rows, variant, prompts),
                     "within_target_up_to_cps": within_target(rows, variant, prompts)}
         flows = [v for v in SERVICE_VARIANTS if v in measured]
@@ -175,9 +177,22 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                               "limit_found": limit_found(rows, best, prompts) if best
                               else True}
         figures["ratio"] = _ratio(service, baseline)
+        figures["ratio_is"] = ratio_is(figures["service"]["limit_found"],
+                                       figures["baseline"]["limit_found"])
         by_prompts[prompts] = figures
     headline: dict[str, Any] = by_prompts.get("short") or next(iter(by_prompts.values()), {})
     return {**headline, "by_prompts": by_prompts}
+
+
+def ratio_is(service_limit: bool, baseline_limit: bool) -> str:
+    """What the ratio is, when a capacity is only a lower bound (no step of it failed):
+    the service's alone makes the ratio a lower bound too, the baseline's alone an upper
+    one, and both leave it unknown (each reached the highest rate tried)."""
+    if service_limit and baseline_limit:
+        return "exact"
+    if baseline_limit:
+        return "at least"
+    return "at most" if service_limit else "unknown"
 
 
 def _ratio(service: float, baseline: float) -> float | None:
@@ -205,12 +220,12 @@ def markdown(result: dict[str, Any]) -> str:
                                              in result["scheduling"].items()) + ".", ""]
     for prompts, figures in result["by_prompts"].items():
         flows = "; ".join(
-            f"{name} {_cps(figures[key])} (ratio {figures[key]['ratio']})"
+            f"{name} {_cps(figures[key])} ({_ratio_text(figures[key])})"
             for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan"))
             if key in figures)
         lines.append(f"- {prompts} prompts: baseline {_cps(figures['baseline'])}, service "
                      f"{_cps(figures['service'])}, "
-                     f"ratio {figures['ratio']}" + (f" ({flows})" if flows else ""))
+                     + _ratio_text(figures) + (f" ({flows})" if flows else ""))
         for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan")):
             if key in figures:
                 lines.append(f"  - {name}: {_at_target_share(figures[key])}")
@@ -220,6 +235,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(_cell(row.get(key, FIRST_RUN.get(key)))
                                        for key, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _ratio_text(figures: dict[str, Any]) -> str:
+    """The ratio as far as it is known (runs written before ``ratio_is``: as they were)."""
+    bound = figures.get("ratio_is", "exact")
+    if bound == "unknown":
+        return f"ratio not known (both reached the highest rate tried: {figures['ratio']} there)"
+    return "ratio " + ("" if bound == "exact" else f"{bound} ") + str(figures["ratio"])
 
 
 def _cps(figures: dict[str, Any]) -> str:

@@ -296,3 +296,24 @@ def test_the_steps_loop_lag_is_read_from_two_scrapes_of_the_histogram() -> None:
     assert lag_ms(before, after, 1.0) == 500.0
     # no sample in the step, or no histogram (the service's /metrics did not answer)
     assert lag_ms(after, after, 0.99) is None and lag_ms({}, {}, 0.99) is None
+
+
+def test_the_ratio_says_when_a_capacity_is_only_a_lower_bound() -> None:
+    """A capacity no step failed is the highest rate tried, not a limit: the ratio is then
+    a bound, or not known when neither variant failed. (Service 40, baseline 80.)"""
+    cases = {  # service failed past 40?, baseline failed past 80? -> what the ratio is
+        (True, True): ("exact", "ratio 0.5"),
+        (False, True): ("at least", "ratio at least 0.5"),
+        (True, False): ("at most", "ratio at most 0.5"),
+        (False, False): ("unknown", "ratio not known (both reached the highest rate tried: "
+                                    "0.5 there)")}
+    for (service_failed, baseline_failed), (bound, said) in cases.items():
+        rows = [row("baseline", 80, True), row("service-dialplan", 40, True)]
+        rows += [row("baseline", 120, False)] if baseline_failed else []
+        rows += [row("service-dialplan", 80, False)] if service_failed else []
+        figures = summary(rows)
+        assert figures["ratio"] == 0.5 and figures["ratio_is"] == bound
+        assert figures["service_dialplan"]["ratio_is"] == bound
+        text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m",
+                         "rows": []})
+        assert said in text.splitlines()[4], text
