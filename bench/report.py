@@ -241,7 +241,7 @@ def _ratio_text(figures: dict[str, Any]) -> str:
     """The ratio as far as it is known (runs written before ``ratio_is``: as they were)."""
     bound = figures.get("ratio_is", "exact")
     if bound == "unknown":
-        return f"ratio not known (both reached the highest rate tried: {figures['ratio']} there)"
+        return f"ratio not known, both clean at the highest rate tried ({figures['ratio']} there)"
     return "ratio " + ("" if bound == "exact" else f"{bound} ") + str(figures["ratio"])
 
 

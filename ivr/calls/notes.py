@@ -8,6 +8,7 @@ error naming what is wrong, never guessed at. Files that are not notes are moved
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -78,6 +79,19 @@ def channel_of(channel: str, caller: str, dialled: str) -> Channel:
     return Channel(id=channel, name="", state="", caller_number=caller, caller_name="",
                    context="", exten=dialled, linkedid=channel, variables=(), app_name="",
                    app_data="")
+
+
+def unsettled_for(directory: Path, suffixes: tuple[str, ...], now: float | None = None
+                  ) -> float:
+    """Seconds until every note ending in one of ``suffixes`` in ``directory`` is old enough
+    to be read (0: all are)."""
+    now = time.time() if now is None else now
+    newest = 0.0
+    for path in directory.glob("*"):
+        if path.suffix in suffixes:
+            with contextlib.suppress(OSError):  # gone meanwhile: recorded by someone
+                newest = max(newest, path.stat().st_mtime)
+    return max(0.0, newest + SETTLE_SECONDS - now)
 
 
 def read_notes(directory: Path, suffix: str, parse: Callable[[str], T],

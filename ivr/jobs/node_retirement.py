@@ -17,6 +17,7 @@ written, a recording not stored, journal entries) means the node is not ready to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,12 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ivr.asterisk.ari import AriClient, AriError
-from ivr.calls import dialplan_notice, unattended
+from ivr.calls import dialplan_notice, notes, unattended
 from ivr.calls.inbound import CallDeps
 from ivr.calls.recovery import close_ended
 from ivr.jobs.recording_moves import MoveReport, RecordingMoveJob
 
 log = logging.getLogger(__name__)
+
+NOTE_SUFFIXES = (unattended.NOTE_SUFFIX, dialplan_notice.NOTE_SUFFIX)
 
 
 class NodeInUse(RuntimeError):
@@ -80,8 +83,16 @@ async def retire(deps: CallDeps, moves: RecordingMoveJob,
     records = deps.records
     if records.journal is not None and records.journal.pending():
         report.journal_entries = await records.replay()
-    report.notes_recorded = (await unattended.collect_unattended(deps)
-                             + await dialplan_notice.collect_ended(deps))
+    report.notes_recorded = await _collect_notes(deps)
+    # The last call's end may have been noted just now (its hangup handler): Asterisk has no
+    # channel left to write another, so wait until that note can be read, then read it.
+    # Once, and no longer than a note takes to settle (a clock set back could say longer).
+    wait = min(notes.SETTLE_SECONDS,
+               notes.unsettled_for(Path(deps.settings.unattended.local_dir), NOTE_SUFFIXES))
+    if wait:
+        log.info("waiting %.1f s for the last notes to settle", wait)
+        await asyncio.sleep(wait + 0.05)
+        report.notes_recorded += await _collect_notes(deps)
     stale = await records.stale_calls(datetime.now(UTC))
     report.calls_closed = await close_ended(deps, set(), stale)
     report.recordings = await moves.run_once(settled=True)
@@ -89,13 +100,17 @@ async def retire(deps: CallDeps, moves: RecordingMoveJob,
     return report
 
 
+async def _collect_notes(deps: CallDeps) -> int:
+    return (await unattended.collect_unattended(deps)
+            + await dialplan_notice.collect_ended(deps))
+
+
 def _left(deps: CallDeps, report: RetirementReport, stale: int) -> list[str]:
     left = []
-    notes = Path(deps.settings.unattended.local_dir)
-    waiting = [p.name for p in sorted(notes.glob("*"))
-               if p.suffix in (unattended.NOTE_SUFFIX, dialplan_notice.NOTE_SUFFIX)]
+    directory = Path(deps.settings.unattended.local_dir)
+    waiting = [p.name for p in sorted(directory.glob("*")) if p.suffix in NOTE_SUFFIXES]
     if waiting:
-        left.append(f"{len(waiting)} note(s) not recorded yet in {notes} (retry in a "
+        left.append(f"{len(waiting)} note(s) not recorded yet in {directory} (retry in a "
                     f"few seconds): {', '.join(waiting[:5])}")
     if report.calls_closed < stale:
         left.append(f"{stale - report.calls_closed} call(s) of this node still open: run "

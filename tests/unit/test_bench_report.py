@@ -305,8 +305,8 @@ def test_the_ratio_says_when_a_capacity_is_only_a_lower_bound() -> None:
         (True, True): ("exact", "ratio 0.5"),
         (False, True): ("at least", "ratio at least 0.5"),
         (True, False): ("at most", "ratio at most 0.5"),
-        (False, False): ("unknown", "ratio not known (both reached the highest rate tried: "
-                                    "0.5 there)")}
+        (False, False): ("unknown", "ratio not known, both clean at the highest rate tried "
+                                    "(0.5 there)")}
     for (service_failed, baseline_failed), (bound, said) in cases.items():
         rows = [row("baseline", 80, True), row("service-dialplan", 40, True)]
         rows += [row("baseline", 120, False)] if baseline_failed else []
