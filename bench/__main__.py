@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from ivr.store.migrate import upgrade
 from testpbx.__main__ import prepare
 from testpbx.asterisk import Asterisk
 from testpbx.paths import REPO, default_paths
+from testpbx.ports import free_port
 from testpbx.sipp import Sipp
 
 SHORT_CATALOGUE = REPO / "tests" / "e2e" / "short_notices.toml"
@@ -251,12 +251,6 @@ def start_service(url: str, env: dict[str, str], log: Path
         process = subprocess.Popen([sys.executable, "-m", "ivr", "serve"], env=environment,
                                    stdout=out, stderr=subprocess.STDOUT)
     return process, log, f"http://127.0.0.1:{port}/metrics"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def wait_for(log: Path, message: str, wait: float = 30) -> None:

@@ -8,6 +8,13 @@ import subprocess
 from testpbx.errors import SetupError
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing holds now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _holder(port: int, proto: str) -> str:
     flag = "-lunp" if proto == "udp" else "-ltnp"
     try:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 from testpbx.errors import SetupError
+from testpbx.ports import free_port
 
 
 def binaries() -> Path:
@@ -24,12 +24,6 @@ def binaries() -> Path:
         raise SetupError("no PostgreSQL server binaries under /usr/lib/postgresql",
                          "install them: scripts/install-system-deps.sh (make deps)")
     return found[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ScratchPostgres:

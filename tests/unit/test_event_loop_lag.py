@@ -25,8 +25,9 @@ async def test_a_held_loop_is_observed_and_logged(caplog: pytest.LogCaptureFixtu
     metrics = Metrics()
     watcher = asyncio.create_task(watch_lag(metrics, interval=0.01))
     try:
-        await asyncio.sleep(0.1)  # idle: a few samples, none late by 100 ms
-        assert count(metrics) >= 3 and count(metrics, "0.1") == count(metrics)
+        await asyncio.sleep(0.1)  # idle: a few samples
+        assert count(metrics) >= 3
+        idle_late = count(metrics) - count(metrics, "0.1")  # 0 unless the machine stalled
         with caplog.at_level(logging.WARNING, logger="ivr.metrics.event_loop"):
             time.sleep(0.15)  # a callback that holds the loop
             await asyncio.sleep(0.05)
@@ -34,10 +35,11 @@ async def test_a_held_loop_is_observed_and_logged(caplog: pytest.LogCaptureFixtu
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    late = count(metrics) - count(metrics, "0.1")
-    assert late == 1  # the one sample that waited for the held loop
-    held = [r for r in caplog.records if "event loop was held" in r.getMessage()]
-    assert len(held) == 1 and held[0].lag_ms >= 100  # type: ignore[attr-defined]
+    late = count(metrics) - count(metrics, "0.1") - idle_late
+    assert late >= 1  # the sample that waited for the held loop
+    held = [r.lag_ms for r in caplog.records  # type: ignore[attr-defined]
+            if "event loop was held" in r.getMessage()]
+    assert held and max(held) >= 140
 
 
 def test_the_histogram_is_exposed_from_the_start() -> None:
