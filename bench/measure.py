@@ -80,6 +80,20 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - idle) / TICKS
 
 
+def threads_ready(stat: str | None = None) -> int | None:
+    """Threads of this machine running or ready to run now (``procs_running`` in
+    /proc/stat, this reader among them): more than its cores means that some wait for
+    one. ``stat``: the file's text (read now when not given)."""
+    if stat is None:
+        with open("/proc/stat") as file:
+            stat = file.read()
+    for line in stat.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "procs_running" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
 def finished_children_cpu() -> float:
     """User + system CPU seconds of this process's children that have ended and been
     waited for (a step's SIPp processes)."""
@@ -97,14 +111,16 @@ def rss_mb(pid: int) -> float:
 
 @dataclass
 class Sampler:
-    """Every half second while a step runs: the largest resident size of ``pid``, and how
+    """Every half second while a step runs: the largest resident size of ``pid``, how
     many of the machine's cores were busy, over windows of two seconds (a step whose
-    cores were all busy makes every thread wait for one, the PBX's among them)."""
+    cores were all busy makes every thread wait for one, the PBX's among them), and how
+    many threads were ready to run (how long that queue was)."""
 
     pid: int
     peak_mb: float = 0.0
     samples: list[float] = field(default_factory=list)
     busy: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, busy s)
+    ready: list[int] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -112,6 +128,8 @@ class Sampler:
             busy = machine_busy_seconds()
             # stamped halfway: this process may wait for a core between the two readings
             self.busy.append(((before + time.monotonic()) / 2, busy))
+            if (ready := threads_ready()) is not None:
+                self.ready.append(ready)
             try:
                 value = rss_mb(self.pid)
             except FileNotFoundError:
@@ -126,6 +144,13 @@ class Sampler:
         """Busy cores over windows of two seconds (four samples apart; a reading's own
         delay weighs less on a longer window): the median window's and the busiest's."""
         return cores_busy(self.busy, span=4)
+
+    @property
+    def threads_ready(self) -> tuple[float | None, int | None]:
+        """Threads ready to run at the samples: the median and the most."""
+        if not self.ready:
+            return None, None
+        return statistics.median(self.ready), max(self.ready)
 
 
 def cores_busy(samples: Sequence[tuple[float, float]],

@@ -36,6 +36,8 @@ COLUMNS = (
     ("sipp_cpu_s_per_call", "SIPp CPU s/call"),
     ("cores_busy_median", "cores busy, median 2 s"),
     ("cores_busy_peak", "busiest 2 s"),
+    ("threads_ready_median", "threads ready to run, median"),
+    ("threads_ready_peak", "most"),
     ("db_transactions_per_call", "DB transactions/call"),
     ("service_peak_rss_mb", "service peak RSS MB"),
     ("peak_concurrent_calls", "peak concurrent calls"),

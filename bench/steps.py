@@ -132,6 +132,7 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
                                      / max(1, attempted), 4),
     }
     row["cores_busy_median"], row["cores_busy_peak"] = memory.cores_busy
+    row["threads_ready_median"], row["threads_ready_peak"] = memory.threads_ready
     if ctx.variant == "baseline":
         files = [p for p in ctx.recordings.glob("baseline-*")
                  if p.stat().st_mtime >= started_wall]

@@ -15,6 +15,7 @@ from bench.measure import (
     machine_busy_seconds,
     percentile,
     postgres_cpu_between,
+    threads_ready,
 )
 from bench.report import (
     at_target_share,
@@ -229,6 +230,35 @@ def test_the_machine_busy_time_only_grows() -> None:
     first = machine_busy_seconds()
     sum(range(200_000))
     assert machine_busy_seconds() >= first > 0
+
+
+def test_the_threads_ready_to_run_are_read_from_the_machine() -> None:
+    """``procs_running``: the threads on a core or waiting for one (this test among them);
+    a file without the line gives nothing rather than a zero."""
+    stat = "cpu  1 2 3 4 5 6 7 0 0 0\nctxt 99\nprocs_running 37\nprocs_blocked 0\n"
+    assert threads_ready(stat) == 37
+    assert threads_ready("cpu  1 2 3\nprocs_running x\n") is None
+    assert threads_ready("") is None
+    now = threads_ready()
+    assert now is not None and now >= 1
+
+
+async def test_the_sampler_keeps_the_median_and_the_most_threads_ready() -> None:
+    import asyncio
+    import os
+
+    from bench.measure import Sampler
+
+    sampler = Sampler(os.getpid())
+    assert sampler.threads_ready == (None, None)
+    sampler.ready = [3, 40, 5, 2]
+    assert sampler.threads_ready == (4.0, 40)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sampler.run(stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert len(sampler.ready) == 5 and sampler.ready[-1] >= 1
 
 
 def test_the_baseline_takes_turns_with_the_first_service_flow() -> None:
