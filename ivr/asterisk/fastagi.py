@@ -22,6 +22,9 @@ from ivr.asterisk.agi import (
 )
 
 log = logging.getLogger(__name__)
+# A 520 refusal's usage text: read up to this many lines, kept up to this many characters.
+MAX_USAGE_LINES = 40
+MAX_USAGE_CHARS = 400
 
 
 class FastAgiUnavailable(RuntimeError):
@@ -45,9 +48,24 @@ class AgiSession:
         await self._writer.drain()
         async with asyncio.timeout(self._timeout):  # no task of its own, as wait_for makes
             reply = await self._reader.readline()
-        if not reply:
-            raise ConnectionError("the channel left the AGI")
-        return parse_reply(reply)
+            if not reply:
+                raise ConnectionError("the channel left the AGI")
+            code, result, said = parse_reply(reply)
+            if reply.startswith(b"520-"):
+                said = await self._usage(said)
+        return code, result, said
+
+    async def _usage(self, said: str | None) -> str:
+        """A ``520-`` refusal goes on with the command's usage up to ``520 End of proper
+        usage.``: read it all (the next reply must not start inside it), and keep it for
+        the error, which then says what Asterisk expected."""
+        usage = [said or ""]
+        for _ in range(MAX_USAGE_LINES):
+            line = await self._reader.readline()
+            if not line or line.startswith(b"520 "):
+                break
+            usage.append(line.decode("utf-8", "replace").strip())
+        return " ".join(part for part in usage if part)[:MAX_USAGE_CHARS]
 
     async def set(self, name: str, value: str) -> None:
         code, _, said = await self._command(set_variable(name, value))

@@ -6,14 +6,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from ivr.asterisk.agi import AgiError, AgiRequest, parse_reply, set_variable
-from ivr.asterisk.fastagi import AgiSession, FastAgiServer
+from ivr.asterisk.fastagi import AgiSession, FastAgiServer, Handler
 
 REQUEST = (b"agi_network: yes\nagi_network_script: callback-dial\nagi_channel: PJSIP/agent1-1\n"
            b"agi_uniqueid: 1795.1\nagi_callerid: agent1\nagi_extension: 031000808\n\n")
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler, **options: Any) -> AsyncIterator[FastAgiServer]:
+    """A server with ``handler`` as its ``callback-dial``, until the block ends."""
+    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": handler}, header_timeout=0.3,
+                           handler_timeout=2, **options)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready))
+    await ready.wait()
+    try:
+        yield server
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def start(handler_calls: list[str]) -> tuple[FastAgiServer, asyncio.Task[None]]:
@@ -121,12 +139,7 @@ async def test_a_peer_that_is_not_asterisk_is_closed_unread() -> None:
         calls.append(request.get("extension") or "")
         await agi.set("IVR_RECORD", "no")
 
-    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": dial}, header_timeout=0.3,
-                           handler_timeout=2, allowed_peers=frozenset({"127.0.0.2"}))
-    ready = asyncio.Event()
-    task = asyncio.create_task(server.serve(ready))
-    await ready.wait()
-    try:
+    async with serving(dial, allowed_peers=frozenset({"127.0.0.2"})) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(REQUEST)
         # closed without a command (reset, as what was sent lay unread)
@@ -143,10 +156,6 @@ async def test_a_peer_that_is_not_asterisk_is_closed_unread() -> None:
         assert await asyncio.wait_for(reader.read(), 2) == b""
         writer.close()
         assert calls == ["031000808"] and server.served == 1
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_the_handler_is_told_how_long_the_header_took_from_the_accept() -> None:
@@ -177,3 +186,35 @@ async def test_the_handler_is_told_how_long_the_header_took_from_the_accept() ->
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_refusal_with_its_usage_is_read_whole_and_named() -> None:
+    """Asterisk answers a command it cannot parse with ``520-``, the command's usage and
+    ``520 End of proper usage.``: the error carries the usage (it says what Asterisk
+    expected), and the next command's reply is not read from inside it."""
+    errors: list[str] = []
+    values: list[str | None] = []
+
+    async def dial(request: AgiRequest, agi: AgiSession) -> None:
+        try:
+            await agi.set("IVR_RECORD", "no")
+        except AgiError as exc:
+            errors.append(str(exc))
+        values.append(await agi.get("IVR_RECORD"))
+
+    async with serving(dial) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(REQUEST)
+        assert await asyncio.wait_for(reader.readline(), 2) == b'SET VARIABLE IVR_RECORD "no"\n'
+        writer.write(b"520-Invalid command syntax.  Proper usage follows:\n"
+                     b" Usage: SET VARIABLE <variablename> <value>\n"
+                     b"\tSets a variable to the current channel.\n"
+                     b"520 End of proper usage.\n")
+        assert await asyncio.wait_for(reader.readline(), 2) == b"GET VARIABLE IVR_RECORD\n"
+        writer.write(b"200 result=1 (no)\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        assert errors == ["SET VARIABLE IVR_RECORD: 520 Invalid command syntax.  Proper usage "
+                          "follows: Usage: SET VARIABLE <variablename> <value> Sets a "
+                          "variable to the current channel."]
+        assert values == ["no"]
