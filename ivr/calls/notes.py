@@ -136,19 +136,27 @@ async def collect(directory: Path, suffix: str, parse: Callable[[str], T],
             await record_many([note for _, note in found])
             done, found = [path for path, _ in found], []
         except Exception as exc:
-            log.warning("notes not recorded together (%s); one by one",
-                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            log.warning("notes not recorded together (%s); one by one", _said(exc))
     for path, note in found:
         try:
             await record(note)
-        except Exception:
-            # Never dropped: the note stays and the next sweep tries again.
-            log.exception("could not record the call of a note; tried again later",
+        except Exception as exc:
+            # Never dropped: the note stays and the next sweep tries again. (A note may name
+            # a call the database does not have yet, its decision still in the outage
+            # journal: the replay stores it, and the note is then recorded.)
+            log.exception("could not record the call of a note (%s); it stays for the next "
+                          "sweep (a call whose decision is still in the outage journal is "
+                          "recorded once the journal is replayed)", _said(exc),
                           extra={"file": path.name})
             continue
         done.append(path)
     await asyncio.to_thread(_remove, done)
     return len(done)
+
+
+def _said(exc: Exception) -> str:
+    """The first line of what an error says (a database's error runs to many)."""
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def _remove(paths: list[Path]) -> None:

@@ -63,3 +63,33 @@ def test_unreadable_notes_are_moved_aside(tmp_path: Path) -> None:
     assert [(p.name, c.channel_id) for p, c in notes] == [("a.call", "node2-1795404928.7")]
     assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == ["b.call", "c.call"]
     assert (tmp_path / "a.call").exists() and (tmp_path / "other.txt").exists()
+
+
+async def test_a_note_that_cannot_be_recorded_stays_and_the_log_says_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The database refuses one note (here as PostgreSQL refuses a call it does not have
+    yet, its decision still in the outage journal): the note stays for the next sweep, the
+    others are recorded, and the log line names the error and the journal."""
+    import os
+
+    from ivr.calls import notes
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.call").write_text(NOTE.replace(".7&", f".{ord(name)}&"))
+        old = time.time() - 60
+        os.utime(tmp_path / f"{name}.call", (old, old))
+    recorded: list[str] = []
+
+    async def record(call: object) -> None:
+        channel = getattr(call, "channel_id", "")
+        if channel.endswith(".97"):
+            raise RuntimeError('insert or update on table "decisions" violates foreign key '
+                               'constraint\nDETAIL: Key (call_id) is not present')
+        recorded.append(channel)
+
+    assert await notes.collect(tmp_path, ".call", parse_note, record) == 1
+    assert recorded == ["node2-1795404928.98"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.call"]
+    line = next(r.getMessage() for r in caplog.records if "a note" in r.getMessage())
+    assert "DETAIL" not in line  # the first line of the error; the traceback has the rest
+    assert "violates foreign key constraint" in line and "outage journal" in line
