@@ -1,5 +1,6 @@
 """What one benchmark step measures outside SIPp: CPU seconds of a process (from /proc),
-its resident memory and the machine's busy cores, sampled, SIPp's own CPU,
+its resident memory and the machine's busy cores, sampled, SIPp's own CPU, how fast the
+machine's cores were just before the step,
 PostgreSQL's transaction counter for a database, and the service's event-loop lag (its
 /metrics)."""
 
@@ -11,6 +12,7 @@ import math
 import os
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LAG_BUCKET = "ivr_event_loop_lag_seconds_bucket"
+# A fixed piece of work for each core: how long it takes says how fast the core is now.
+REFERENCE_LOOP = ("import time\nstarted = time.perf_counter()\ntotal = 0\n"
+                  "for i in range({n}):\n    total += i\nprint(time.perf_counter() - started)")
+REFERENCE_ITERATIONS = 5_000_000
 Buckets = dict[float, float]  # a histogram's cumulative counts by bucket bound
 
 
@@ -92,6 +98,28 @@ def threads_ready(stat: str | None = None) -> int | None:
         if name == "procs_running" and value.strip().isdigit():
             return int(value)
     return None
+
+
+async def reference_loop_s(iterations: int = REFERENCE_ITERATIONS,
+                           cores: int | None = None) -> float | None:
+    """Seconds a fixed Python loop takes, run at once in one process per core, the slowest.
+    Taken before each step, on an idle machine: a host that lends this machine's cores to
+    others, or slows them, makes it longer, and every figure of the step with it. So two
+    runs' figures compare only where this one is alike. ``None`` if a loop failed."""
+    async def one() -> float | None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", REFERENCE_LOOP.format(n=int(iterations)),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await process.communicate()
+        try:
+            return float(out) if process.returncode == 0 else None
+        except ValueError:
+            return None
+
+    times = await asyncio.gather(*(one() for _ in range(cores or os.cpu_count() or 1)))
+    if any(t is None for t in times):
+        return None
+    return round(max(t for t in times if t is not None), 3)
 
 
 def finished_children_cpu() -> float:

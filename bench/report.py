@@ -28,6 +28,7 @@ COLUMNS = (
     ("accept_to_report_ms_p99", "accept→report read p99"),
     ("report_to_decision_stored_ms_p99", "report→stored (service) p99"),
     ("stored_to_mixmonitor_ms_p99", "stored→MixMonitor p99"),
+    ("reference_loop_s", "reference loop s (slowest core)"),
     ("asterisk_cpu_s_per_call", "Asterisk CPU s/call"),
     ("service_cpu_s_per_call", "service CPU s/call"),
     ("service_loop_lag_ms_p99", "service event-loop lag p99 ms (bucket)"),

@@ -34,6 +34,7 @@ from bench.measure import (
     percentile,
     postgres_cpu,
     postgres_cpu_between,
+    reference_loop_s,
     transactions,
 )
 from testpbx.sipp import Pause, Press, Sipp
@@ -97,6 +98,7 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     shutil.rmtree(step_dir, ignore_errors=True)
     step_dir.mkdir(parents=True)
     prefix = f"031{index:02d}"
+    reference = await reference_loop_s()  # before SIPp's CPU is counted: its own children
     started_wall = time.time()
     log_offset = ctx.service_log.stat().st_size if ctx.service_log.exists() else 0
     cpu_before = cpu_seconds(ctx.asterisk_pid), cpu_seconds(ctx.service_pid)
@@ -127,6 +129,7 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
         "attempted": attempted, "succeeded": succeeded, "failed": attempted - succeeded,
         "invite_200_ms_p50": percentile(info["rtt"] + rfc["rtt"], 0.5),
         "invite_200_ms_p99": percentile(info["rtt"] + rfc["rtt"], 0.99),
+        "reference_loop_s": reference,
         "asterisk_cpu_s_per_call": round((cpu_after[0] - cpu_before[0]) / max(1, attempted), 4),
         "sipp_cpu_s_per_call": round((finished_children_cpu() - sipp_before)
                                      / max(1, attempted), 4),

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.measure import (
     cores_busy,
     lag_ms,
@@ -15,6 +17,7 @@ from bench.measure import (
     machine_busy_seconds,
     percentile,
     postgres_cpu_between,
+    reference_loop_s,
     threads_ready,
 )
 from bench.report import (
@@ -241,6 +244,16 @@ def test_the_threads_ready_to_run_are_read_from_the_machine() -> None:
     assert threads_ready("") is None
     now = threads_ready()
     assert now is not None and now >= 1
+
+
+async def test_the_reference_loop_times_the_slowest_core(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed loop on each core at once: the slowest one's seconds; nothing when a loop
+    could not run (no figure rather than a wrong one)."""
+    took = await reference_loop_s(iterations=10_000, cores=2)
+    assert took is not None and 0 < took < 5
+    monkeypatch.setattr("bench.measure.sys.executable", "/bin/false")
+    assert await reference_loop_s(iterations=10, cores=2) is None
 
 
 async def test_the_sampler_keeps_the_median_and_the_most_threads_ready() -> None:
