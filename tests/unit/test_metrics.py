@@ -286,3 +286,24 @@ async def test_the_events_loop_counts_ari_reconnects_and_marks_the_websocket_up(
                                    connected), 5)
     assert connected.is_set()
     assert value(samples(exposition(metrics, None)), "ivr_ari_reconnects_total") == 2
+
+
+def test_the_suggested_alerts_are_rules_prometheus_could_load() -> None:
+    """docs/metrics.md's alerts are pasted as they stand: one YAML group whose rules each
+    have a name, an expression, and a summary; the service's metrics they name are in its
+    table."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    block = re.search(r"## Suggested alerts\n\n```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    rules = yaml.safe_load(block.group(1))["groups"][0]["rules"]
+    assert len({rule["alert"] for rule in rules}) == len(rules) > 5
+    for rule in rules:
+        assert rule["expr"].strip() and rule["annotations"]["summary"]
+    listed = set(re.findall(r"^\| `(ivr_[a-z_]+)`", text, re.M))
+    named = {name for rule in rules for name in re.findall(r"\b(ivr_[a-z_]+)", rule["expr"])}
+    assert named and {re.sub(r"_(bucket|sum|count)$", "", name) for name in named} <= listed
