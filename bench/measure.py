@@ -77,11 +77,16 @@ def postgres_cpu_between(before: dict[int, float], after: dict[int, float]) -> f
     return sum(max(0.0, spent - before.get(pid, 0.0)) for pid, spent in after.items())
 
 
-def machine_busy_seconds() -> float:
+def proc_stat() -> str:
+    with open("/proc/stat") as file:
+        return file.read()
+
+
+def machine_busy_seconds(stat: str | None = None) -> float:
     """CPU seconds all cores of this machine have spent busy so far (anything but idle and
-    waiting for I/O), from the first line of /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:9]]
+    waiting for I/O), from the first line of /proc/stat (``stat``: its text, read now
+    when not given)."""
+    fields = [int(v) for v in (stat or proc_stat()).split("\n", 1)[0].split()[1:9]]
     idle = fields[3] + fields[4]
     return (sum(fields) - idle) / TICKS
 
@@ -90,10 +95,7 @@ def threads_ready(stat: str | None = None) -> int | None:
     """Threads of this machine running or ready to run now (``procs_running`` in
     /proc/stat, this reader among them): more than its cores means that some wait for
     one. ``stat``: the file's text (read now when not given)."""
-    if stat is None:
-        with open("/proc/stat") as file:
-            stat = file.read()
-    for line in stat.splitlines():
+    for line in (proc_stat() if stat is None else stat).splitlines():
         name, _, value = line.partition(" ")
         if name == "procs_running" and value.strip().isdigit():
             return int(value)
@@ -153,10 +155,10 @@ class Sampler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             before = time.monotonic()
-            busy = machine_busy_seconds()
+            stat = proc_stat()
             # stamped halfway: this process may wait for a core between the two readings
-            self.busy.append(((before + time.monotonic()) / 2, busy))
-            if (ready := threads_ready()) is not None:
+            self.busy.append(((before + time.monotonic()) / 2, machine_busy_seconds(stat)))
+            if (ready := threads_ready(stat)) is not None:
                 self.ready.append(ready)
             try:
                 value = rss_mb(self.pid)

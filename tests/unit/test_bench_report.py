@@ -3,7 +3,9 @@ unbroken clean run from the lowest rate), the ratio, and when the callers press.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.measure import (
+    Sampler,
     cores_busy,
     lag_ms,
     loop_lag,
@@ -233,6 +236,9 @@ def test_the_machine_busy_time_only_grows() -> None:
     first = machine_busy_seconds()
     sum(range(200_000))
     assert machine_busy_seconds() >= first > 0
+    # read from the text given: the first line's fields but idle (4th) and iowait (5th)
+    stat = "cpu  100 0 50 9000 30 0 10 0 0 0\nprocs_running 3\n"
+    assert machine_busy_seconds(stat) == 160 / os.sysconf("SC_CLK_TCK")
 
 
 def test_the_threads_ready_to_run_are_read_from_the_machine() -> None:
@@ -257,11 +263,6 @@ async def test_the_reference_loop_times_the_slowest_core(
 
 
 async def test_the_sampler_keeps_the_median_and_the_most_threads_ready() -> None:
-    import asyncio
-    import os
-
-    from bench.measure import Sampler
-
     sampler = Sampler(os.getpid())
     assert sampler.threads_ready == (None, None)
     sampler.ready = [3, 40, 5, 2]

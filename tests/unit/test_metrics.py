@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ivr.asterisk.ami import AmiClient
@@ -292,11 +295,6 @@ def test_the_suggested_alerts_are_rules_prometheus_could_load() -> None:
     """docs/metrics.md's alerts are pasted as they stand: one YAML group whose rules each
     have a name, an expression, and a summary; the service's metrics they name are in its
     table."""
-    import re
-    from pathlib import Path
-
-    import yaml
-
     text = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
     block = re.search(r"## Suggested alerts\n\n```yaml\n(.*?)```", text, re.S)
     assert block is not None

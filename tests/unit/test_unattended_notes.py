@@ -3,12 +3,14 @@ strictly, and a note that is not what the dialplan writes is moved aside, never 
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from ivr.calls import notes
 from ivr.calls.unattended import NoteError, parse_note, read_notes
 
 NOTE = ("v=1&channel=node2-1795404928.7&entered=1795404928.120&ended=1795404961.905"
@@ -70,10 +72,6 @@ async def test_a_note_that_cannot_be_recorded_stays_and_the_log_says_why(
     """The database refuses one note (here as PostgreSQL refuses a call it does not have
     yet, its decision still in the outage journal): the note stays for the next sweep, the
     others are recorded, and the log line names the error and the journal."""
-    import os
-
-    from ivr.calls import notes
-
     for name in ("a", "b"):
         (tmp_path / f"{name}.call").write_text(NOTE.replace(".7&", f".{ord(name)}&"))
         old = time.time() - 60
