@@ -294,6 +294,12 @@ class DialplanSettings(Section):
     for the flow is nearly the dialplan's own, see README "Capacity")."""
 
     inbound_flow: Literal["ari", "dialplan"] = "ari"
+    # In the dialplan flow, who starts MixMonitor once the service has stored a decision
+    # that allows a recording: ``ami`` (the service, over AMI, before it answers the
+    # dialplan, so the recording does not wait for the channel's own turn on a busy PBX;
+    # if AMI is down or refuses, the dialplan starts it) or ``dialplan`` (always the
+    # dialplan, after the answer).
+    recording_start: Literal["ami", "dialplan"] = "ami"
     queue_context: str = Field(default="ivr-queues", pattern=_CONTEXT)
     unconfigured_context: str = Field(default="ivr-unconfigured", pattern=_CONTEXT)
     queue_max_wait: int = Field(default=300, ge=1, le=3600)

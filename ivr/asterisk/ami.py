@@ -37,6 +37,10 @@ class AmiError(RuntimeError):
     """AMI refused an action, or is not connected."""
 
 
+class AmiNoReply(AmiError):
+    """AMI took the action but gave no answer in time: it may have been done."""
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConnected:
     """AMI ``AgentConnect``: an agent answered the caller on ``channel_id``."""
@@ -128,7 +132,7 @@ class AmiClient:
         try:
             reply = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
         except TimeoutError:
-            raise AmiError(f"AMI {fields['Action']}: no reply in {self.action_timeout} s") \
+            raise AmiNoReply(f"AMI {fields['Action']}: no reply in {self.action_timeout} s") \
                 from None
         if isinstance(reply, list):
             reply = reply[0] if reply else None

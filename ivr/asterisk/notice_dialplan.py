@@ -10,9 +10,10 @@ expects, in order (``ivr/flow/dialplan_notice.py`` decides from its report).
   question on, a 1 or a 2 stops the notice (Background with ``m``: other digits do not);
 - waits for the answer; on silence or another digit asks the question again, as often as
   ``consent.question_repeats`` says;
-- asks the service (FastAGI ``notice-decision``) to store the decision, and starts
-  MixMonitor only into the file the service names (``IVR_DECIDED``: the decision and the
-  file, or ``no``; ``IVR_RECORD`` is ``no`` until then);
+- asks the service (FastAGI ``notice-decision``) to store the decision; records only into
+  the file the service names (``IVR_DECIDED``: the decision, the file or ``no``, and when
+  the service started the recording over AMI, if it did; ``IVR_RECORD`` is ``no`` until
+  then), and starts MixMonitor itself only when the service did not;
 - hands the call to its queue.
 
 A segment that fails to play ends the notice there: the report shows it never ended, and
@@ -101,6 +102,9 @@ def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
         " same => n,Set(IVR_DECISION=${CUT(IVR_DECIDED,:,1)})",
         " same => n,Set(IVR_RECORD=${CUT(IVR_DECIDED,:,2)})",
         ' same => n,GotoIf($["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue)',
+        "; the service started it (over AMI) when the answer says when",
+        " same => n,Set(IVR_RECORDING_AT=${CUT(IVR_DECIDED,:,3)})",
+        ' same => n,GotoIf($["${IVR_RECORDING_AT}" != ""]?queue)',
         f" same => n,Set(IVR_RECORDING_AT={NOW})",
         " same => n,MixMonitor(@@recordings_dir@@/${IVR_RECORD},i(IVR_MIXMONITOR_ID))",
         ' same => n(queue),Set(IVR_RECORDED=${IF($["${IVR_MIXMONITOR_ID}" = ""]?no:yes)})',

@@ -4,9 +4,11 @@
 1. **The decision** (FastAGI ``notice-decision``). When the notice is over and the caller
    has answered (or not), ``[ivr-notice-<name>]`` reports what was played and pressed. The
    service decides (``ivr/flow/dialplan_notice.py``), opens the call's record and commits
-   the decision with the recording it allows, and only then tells the dialplan the file
-   to record into (``IVR_RECORD``; ``no`` unless told otherwise, so nothing is recorded
-   when the service is away, slow or in doubt) and the decision (``IVR_DECISION``).
+   the decision with the recording it allows, and only then starts the recording over AMI
+   (``[dialplan] recording_start``) and tells the dialplan the decision
+   (``IVR_DECISION``) and the file (``IVR_RECORD``; ``no`` unless told otherwise, so
+   nothing is recorded when the service is away, slow or in doubt), and whether it started
+   the recording; if it did not, the dialplan starts it.
 2. **The end** (a note ``<channel>.notice`` in ``unattended.asterisk_dir``, written by the
    hangup handler ``[ivr-notice-end]``). The call's record is closed with when it ended,
    whether and when MixMonitor started and who answered; a caller who left during the
@@ -27,9 +29,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ivr.asterisk.agi import AgiRequest
+from ivr.asterisk.ami import AmiError, AmiNoReply
 from ivr.asterisk.fastagi import AgiSession, Handler
 from ivr.calls import notes
 from ivr.calls.caller import describe_caller, printable
@@ -223,15 +226,47 @@ async def decide(deps: CallDeps, channel_id: str, argument: str, header_ms: floa
     return decided.decision, planned.file_name if planned else None
 
 
+async def answer(deps: CallDeps, channel_id: str, decision: Decision,
+                 file_name: str | None) -> str:
+    """The one answer to the dialplan, ``<decision>:<file or no>[:<when it started>]``
+    (``IVR_DECIDED``; one command, a round trip less before the queue).
+
+    With ``recording_start = "ami"`` the service starts the recording the stored decision
+    allows itself, over AMI, before it answers: the answer then says when, and the
+    dialplan starts nothing. AMI away or refusing: the file alone, and the dialplan starts
+    it. AMI silent: whether it started is not known, so the dialplan is told ``no`` (never
+    two MixMonitors into one file); if it did start, MixMonitor's id on the channel says
+    so in the end note."""
+    if file_name is None:
+        return f"{decision.value}:no"
+    if deps.settings.dialplan.recording_start != "ami":
+        return f"{decision.value}:{file_name}"
+    path = PurePosixPath(deps.settings.recordings.asterisk_dir) / file_name
+    extra = {"call": channel_id, "file": file_name}
+    try:
+        await deps.ami.mix_monitor(channel_id, path)
+    except AmiNoReply as exc:
+        log.error("recording asked of AMI, no answer: the dialplan starts none; the end "
+                  "note says whether it started: %s", exc, extra=extra)
+        return f"{decision.value}:no"
+    except AmiError as exc:
+        log.warning("recording not started over AMI, the dialplan starts it: %s", exc,
+                    extra=extra)
+        return f"{decision.value}:{file_name}"
+    log.info("recording started over AMI", extra=extra)
+    # to the millisecond, cut as the dialplan's own times are
+    return f"{decision.value}:{file_name}:{int(now().timestamp() * 1000) / 1000:.3f}"
+
+
 def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
     async def decision(request: AgiRequest, agi: AgiSession) -> None:
-        decided = await decide(deps, request.get("uniqueid") or "",
-                               request.get("arg_1") or "", agi.header_ms)
+        channel_id = request.get("uniqueid") or ""
+        decided = await decide(deps, channel_id, request.get("arg_1") or "", agi.header_ms)
         if decided is None:
             return
-        # One command (a round trip less before MixMonitor): the dialplan splits it into
-        # IVR_DECISION and IVR_RECORD.
-        await agi.set("IVR_DECIDED", f"{decided[0].value}:{decided[1] or 'no'}")
+        # The dialplan splits the answer into IVR_DECISION, IVR_RECORD and
+        # IVR_RECORDING_AT.
+        await agi.set("IVR_DECIDED", await answer(deps, channel_id, *decided))
 
     return {SCRIPT: decision}
 
@@ -253,10 +288,14 @@ def _closing(deps: CallDeps, call: Ended) -> _Closing:
     report = None if line is None else _receipt(deps, line, call.report, call.ended_at,
                                                 call_over=True)
     started = None
-    if call.recording is not None and call.mixmonitor_id is not None:
+    if call.mixmonitor_id is not None:
         # MixMonitor's id is the proof it started (set by MixMonitor itself, even when the
-        # caller leaves at once); the time was taken just before it.
-        started = StartedRecording(call.recording, call.mixmonitor_id,
+        # caller leaves at once); the time was taken just before it (by the dialplan) or
+        # just after (by the service, over AMI). Without the file: started over AMI, but
+        # the answer that names it did not reach the dialplan (or said no, AMI silent);
+        # the file is the one the service names for the call.
+        file_name = call.recording or f"{opened.id}.{deps.settings.recordings.format}"
+        started = StartedRecording(file_name, call.mixmonitor_id,
                                    call.recording_at or call.ended_at)
     closed = ClosedCall(
         answered_at=call.report.entered_at, ended_at=call.ended_at,

@@ -560,6 +560,29 @@ async def test_a_recording_allowed_but_never_started_says_so(
     assert [m.reason for m in rows.missed] == ["ivr_hangup"]
 
 
+async def test_a_recording_started_over_ami_whose_answer_was_lost_is_still_registered(
+        deps: CallDeps, database: Database) -> None:
+    """The service started the recording over AMI, but the dialplan never took the file
+    from its answer (the caller left as it came, or AMI answered too late and the dialplan
+    was told no): MixMonitor's id on the channel is in the end note. The file is the one
+    the service names for the call, registered as started (so that its deletion is due),
+    never marked as not started."""
+    channel_id, number = channel(), caller()
+    scene = replace(CONSENT, caller=number)
+    decided = await decide(deps, channel_id, scene.report())
+    assert decided is not None and decided[1] is not None
+    note = scene.note(channel_id, ended=12.0, decision="consent", recording="no",
+                      mixmonitor="0x7f3a5c001e41", queued=False)
+    await record_end(deps, parse_end(note))
+
+    rows = await stored(database, channel_id)
+    [recording] = rows.recordings
+    assert (recording.file_name, recording.mixmonitor_id, recording.started_at,
+            recording.stopped_at, recording.not_started_at) == (
+        decided[1], "0x7f3a5c001e41", moment(12.0), moment(12.0), None)
+    assert [a.action for a in rows.audit] == ["recording_created"]
+
+
 async def test_a_caller_who_hung_up_during_the_notice_has_no_consent(
         deps: CallDeps, database: Database) -> None:
     """Rule 1: the caller hung up during the notice, so the decision was never asked for:

@@ -148,6 +148,15 @@ class Outcome:
     sipp: SippResult
     record: dict[str, Any]  # the call with its decision and recording (conftest.RECORDS_SQL)
     missed: dict[str, Any] | None  # the missed call and its callback
+    started_over_ami: bool = False  # the service started its recording ([dialplan] recording_start)
+
+
+STARTED_OVER_AMI = "recording started over AMI"
+
+
+def started_over_ami(service: ServiceUnderTest) -> set[str]:
+    """The channels whose recording the service started over AMI, from its log."""
+    return {str(e.get("call")) for e in service.entries() if e.get("message") == STARTED_OVER_AMI}
 
 
 MISSED_SQL = """
@@ -191,10 +200,12 @@ async def outcomes(dialplan_node: DialplanNode, new_database: Any,
             node.sipp.call(s.number, caller=s.caller, actions=s.actions, hold_ms=s.hold_ms)
             for s in SCENARIOS.values()))
         rows, missed = await settled(service, [s.caller for s in SCENARIOS.values()])
+        by_ami = started_over_ami(service)
         found = {}
         for (name, scenario), result in zip(SCENARIOS.items(), results, strict=True):
             record = rows[scenario.caller]
-            found[name] = Outcome(result, record, missed.get(str(record["id"])))
+            found[name] = Outcome(result, record, missed.get(str(record["id"])),
+                                  record["channel_id"] in by_ami)
         unbased = await recordings_without_basis(service, since)
         assert unbased == [], f"recordings no stored decision allows: {unbased}"
     return found
@@ -279,6 +290,7 @@ def test_rule_2_a_1_by_sip_info_during_the_question_is_consent_and_recorded(
     assert r["decided_at"] >= r["digit_at"]
     assert r["notice_completed"] is True
     recorded(dialplan_node, r)
+    assert o.started_over_ami  # the service's AMI, not the channel's turn in the dialplan
     missed_in_the_queue(o, SCENARIOS["consent-info"])
 
 
@@ -295,6 +307,7 @@ def test_rule_2_a_1_by_rfc4733_after_the_notice_is_consent_and_recorded(
     assert r["digit_at"] > r["notice_ended_at"]
     assert r["notice_completed"] is True
     recorded(dialplan_node, r)
+    assert o.started_over_ami
     missed_in_the_queue(o, SCENARIOS["consent-rfc4733"])
 
 
@@ -493,3 +506,29 @@ async def test_with_the_service_away_the_caller_reaches_the_queue_unrecorded(
     # consent the caller gave (rules 5, 9)
     assert (m["caller"], m["reason"], m["status"], m["record"], m["notice_required"]) == (
         "+38631000810", "abandoned", "open", True, False), m
+
+
+async def test_with_ami_away_the_dialplan_starts_the_recording_itself(
+        dialplan_node: DialplanNode, new_database: Any, tmp_path: Path) -> None:
+    """AMI refuses the service's login (a wrong secret): the service cannot start the
+    recording the consent allows, so its answer names the file alone and the dialplan
+    starts MixMonitor, still only after the decision was stored. The consenting caller is
+    recorded all the same."""
+    node = dialplan_node
+    caller = "031000813"
+    await idle(node)
+    env = {**node.env, "IVR_AMI__SECRET": "not-the-ami-secret"}
+    async with migrated_database(new_database) as url, \
+            running_service(node.pbx, url, tmp_path / "service.log", env, ami=False) as service:
+        result = await node.sipp.call("040404040", caller=caller,
+                                      actions=(DURING_QUESTION, Press("1")), hold_ms=3000)
+        assert result.ok, result.errors()
+        rows, _ = await settled(service, [caller])
+        by_ami = started_over_ami(service)
+        left_to_the_dialplan = [e for e in service.entries() if str(e.get("message", ""))
+                                .startswith("recording not started over AMI")]
+    r = rows[caller]
+    assert (r["decision"], r["digit"]) == ("consent", "1")
+    recorded(node, r)
+    assert r["channel_id"] not in by_ami
+    assert [e.get("call") for e in left_to_the_dialplan] == [r["channel_id"]]

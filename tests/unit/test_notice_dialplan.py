@@ -202,22 +202,28 @@ def test_rule_1_mixmonitor_only_after_the_decision_and_only_into_the_services_fi
     assert decide[1].app == "AGI"
     assert decide[1].args.startswith(f"agi://{fastagi}/{SCRIPT},")
     mixmonitor = [i for i, s in enumerate(decide) if s.app == "MixMonitor"]
-    assert mixmonitor == [7]
-    # The service's one answer, "<decision>:<file or no>", split; no answer: no recording.
+    assert mixmonitor == [9]
+    # The service's one answer, "<decision>:<file or no>[:<started>]", split; no answer:
+    # no recording.
     assert decide[2] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
     assert decide[3] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
     assert decide[4] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
     assert decide[5] == Step("decide", None, "GotoIf",
                              '$["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue')
-    assert decide[6].app == "Set" and decide[6].args.startswith("IVR_RECORDING_AT=")
-    assert decide[7].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
+    # The service started it over AMI (the answer says when): the dialplan starts none.
+    assert decide[6] == Step("decide", None, "Set",
+                             "IVR_RECORDING_AT=${CUT(IVR_DECIDED,:,3)}")
+    assert decide[7] == Step("decide", None, "GotoIf",
+                             '$["${IVR_RECORDING_AT}" != ""]?queue')
+    assert decide[8].app == "Set" and decide[8].args.startswith("IVR_RECORDING_AT=${STRF")
+    assert decide[9].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
                               "i(IVR_MIXMONITOR_ID)")
     labelled = [i for i, s in enumerate(decide) if s.label == "queue"]
-    assert len(labelled) == 1 and labelled[0] > 7  # the skip lands past MixMonitor
+    assert len(labelled) == 1 and labelled[0] > 9  # the skips land past MixMonitor
     assert decide[-1] == Step(
         "decide", None, "Goto", f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
     # MixMonitor nowhere else, in any context.
-    assert [s for s in steps if s.app == "MixMonitor"] == [decide[7]]
+    assert [s for s in steps if s.app == "MixMonitor"] == [decide[9]]
 
 
 def test_rule_1_nothing_records_outside_the_decision(dialplan: Dialplan) -> None:

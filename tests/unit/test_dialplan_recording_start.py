@@ -1,0 +1,95 @@
+"""Who starts the recording in the dialplan flow, once the service has stored a decision
+that allows one (``[dialplan] recording_start``): the service over AMI, telling the
+dialplan when; the dialplan itself when AMI is away or refuses; nobody when AMI took the
+action but did not answer (whether it started is not known: never two MixMonitors into
+one file; the end note's MixMonitor id says whether it did). A decision that allows no
+recording starts nothing, whoever would start it (rule 1)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from ivr.asterisk.ami import AmiError, AmiNoReply
+from ivr.calls.dialplan_notice import answer
+from ivr.calls.inbound import CallDeps
+from ivr.flow.commands import Decision
+from ivr.settings import DialplanSettings, RecordingSettings, Settings
+
+FILE = "0b6f3f5e-8c2d-4f7a-b1e9-3d5a7c9e2f41.wav"
+CHANNEL = "1795404928.1042"
+
+
+class Ami:
+    """AMI as the service sees it: MixMonitor asked, and what AMI does with it."""
+
+    def __init__(self, fails: AmiError | None = None) -> None:
+        self.fails = fails
+        self.asked: list[tuple[str, PurePosixPath]] = []
+
+    async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:
+        self.asked.append((channel_id, path))
+        if self.fails is not None:
+            raise self.fails
+        return "0x7f3a5c001e40"
+
+
+def deps(ami: Ami, start: str = "ami") -> CallDeps:
+    settings = Settings(mode="test", dialplan=DialplanSettings(
+                            inbound_flow="dialplan", recording_start=start),  # type: ignore[arg-type]
+                        recordings=RecordingSettings(asterisk_dir=Path("/var/spool/ivr/rec")))
+    none: Any = None
+    return CallDeps(settings, none, ami, none, none, none)  # type: ignore[arg-type]
+
+
+async def test_the_service_starts_it_over_ami_and_tells_the_dialplan_when() -> None:
+    ami = Ami()
+    before = time.time()
+    said = await answer(deps(ami), CHANNEL, Decision.CONSENT, FILE)
+    decision, file_name, started = said.split(":")
+    assert (decision, file_name) == ("consent", FILE)
+    assert before - 0.001 <= float(started) <= time.time()
+    assert ami.asked == [(CHANNEL, PurePosixPath("/var/spool/ivr/rec") / FILE)]
+
+
+async def test_the_legal_basis_too() -> None:
+    ami = Ami()
+    said = await answer(deps(ami), CHANNEL, Decision.LEGAL_BASIS, FILE)
+    assert said.startswith(f"legal_basis:{FILE}:") and len(ami.asked) == 1
+
+
+@pytest.mark.parametrize("refusal", [AmiError("AMI is not connected"),
+                                     AmiError("AMI MixMonitor: No such channel")])
+async def test_ami_away_or_refusing_leaves_it_to_the_dialplan(refusal: AmiError) -> None:
+    assert await answer(deps(Ami(refusal)), CHANNEL, Decision.CONSENT, FILE) == \
+        f"consent:{FILE}"
+
+
+async def test_ami_silent_starts_nothing_more() -> None:
+    ami = Ami(AmiNoReply("AMI MixMonitor: no reply in 5.0 s"))
+    assert await answer(deps(ami), CHANNEL, Decision.CONSENT, FILE) == "consent:no"
+    assert len(ami.asked) == 1
+
+
+async def test_set_to_the_dialplan_the_service_starts_nothing() -> None:
+    ami = Ami()
+    assert await answer(deps(ami, "dialplan"), CHANNEL, Decision.CONSENT, FILE) == \
+        f"consent:{FILE}"
+    assert ami.asked == []
+
+
+@pytest.mark.parametrize("decision", [Decision.REFUSAL, Decision.NO_CONSENT])
+@pytest.mark.parametrize("start", ["ami", "dialplan"])
+async def test_no_file_no_recording_whoever_would_start_it(decision: Decision,
+                                                            start: str) -> None:
+    ami = Ami()
+    assert await answer(deps(ami, start), CHANNEL, decision, None) == f"{decision.value}:no"
+    assert ami.asked == []
+
+
+def test_the_setting_takes_only_who_can_start_it() -> None:
+    with pytest.raises(ValueError, match="recording_start"):
+        DialplanSettings(recording_start="sipp")  # type: ignore[arg-type]
