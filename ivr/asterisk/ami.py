@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -28,6 +29,9 @@ from ivr.settings import AmiSettings
 log = logging.getLogger(__name__)
 
 FORGETABLE = ("ping", "login", "mixmonitor", "stopmixmonitor")
+# A channel's name as it may be given to AMI: printable, no space, nothing that could end
+# the header line.
+CHANNEL_NAME = re.compile(r"[!-~]{1,200}")
 # Headers that say what a frame is and whom it answers: given twice, the frame is two frames
 # run together, and belongs to neither.
 IDENTIFYING = ("Event", "Response", "ActionID", "CommandID")
@@ -162,10 +166,15 @@ class AmiClient:
                                    f"{str(reply.get('Available'))[:40]!r}") from None
         raise AmiError(f"AMI QueueSummary: no summary for queue {queue}")
 
-    async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:
-        """Start recording ``channel_id`` (an ARI channel id) into ``path``; return the
-        MixMonitor id. The path is built by the service, never from caller data."""
-        reply = await self.action({"Action": "MixMonitor", "Channel": channel_id,
+    async def mix_monitor(self, channel_id: str, path: PurePosixPath, name: str = "") -> str:
+        """Start recording the channel ``channel_id`` (its unique id, as ARI gives it) into
+        ``path``; return the MixMonitor id. The path is built by the service, never from
+        caller data. Given the channel's ``name``, AMI is given that: Asterisk finds a
+        channel by its name in one lookup, by its unique id only by going through every
+        channel (bench/ami-recording-start/: the action's p99 at 56 calls/s was 560 ms by
+        unique id, 17 ms by name). A name AMI could misread is not sent."""
+        channel = name if CHANNEL_NAME.fullmatch(name) else channel_id
+        reply = await self.action({"Action": "MixMonitor", "Channel": channel,
                                    "File": str(path),
                                    "Options": "i(IVR_MIXMONITOR_ID)"})
         return str(reply.get("MixMonitorID", ""))

@@ -69,6 +69,10 @@ _FILE = re.compile(r"^[0-9a-f-]{36}\.[a-z0-9]{1,8}$")
 _MIXMONITOR = re.compile(r"^[A-Za-z0-9/._-]{0,128}$")
 _CAUSE = re.compile(r"^[0-9]{0,3}$")
 _COUNT = re.compile(r"^[0-9]{0,6}$")
+# AMI takes one action at a time on the service's connection: past this many recordings
+# being started at once, a further one would wait behind them, and the dialplan's own
+# start is sooner (measured: bench/ami-recording-start/).
+AMI_STARTS_AT_ONCE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,39 +230,54 @@ async def decide(deps: CallDeps, channel_id: str, argument: str, header_ms: floa
     return decided.decision, planned.file_name if planned else None
 
 
-async def answer(deps: CallDeps, channel_id: str, decision: Decision,
-                 file_name: str | None) -> str:
+class RecordingStart:
     """The one answer to the dialplan, ``<decision>:<file or no>[:<when it started>]``
-    (``IVR_DECIDED``; one command, a round trip less before the queue).
+    (``IVR_DECIDED``; one command, a round trip less before the queue), and who starts the
+    recording the stored decision allows.
 
-    With ``recording_start = "ami"`` the service starts the recording the stored decision
-    allows itself, over AMI, before it answers: the answer then says when, and the
-    dialplan starts nothing. AMI away or refusing: the file alone, and the dialplan starts
-    it. AMI silent: whether it started is not known, so the dialplan is told ``no`` (never
-    two MixMonitors into one file); if it did start, MixMonitor's id on the channel says
-    so in the end note."""
-    if file_name is None:
-        return f"{decision.value}:no"
-    if deps.settings.dialplan.recording_start != "ami":
-        return f"{decision.value}:{file_name}"
-    path = PurePosixPath(deps.settings.recordings.asterisk_dir) / file_name
-    extra = {"call": channel_id, "file": file_name}
-    try:
-        await deps.ami.mix_monitor(channel_id, path)
-    except AmiNoReply as exc:
-        log.error("recording asked of AMI, no answer: the dialplan starts none; the end "
-                  "note says whether it started: %s", exc, extra=extra)
-        return f"{decision.value}:no"
-    except AmiError as exc:
-        log.warning("recording not started over AMI, the dialplan starts it: %s", exc,
-                    extra=extra)
-        return f"{decision.value}:{file_name}"
-    log.info("recording started over AMI", extra=extra)
-    # to the millisecond, cut as the dialplan's own times are
-    return f"{decision.value}:{file_name}:{int(now().timestamp() * 1000) / 1000:.3f}"
+    With ``recording_start = "ami"`` the service starts it over AMI before it answers:
+    the answer then says when, and the dialplan starts nothing. AMI takes one action at a
+    time on the service's connection, so past ``at_once`` starts under way, a further one
+    is left to the dialplan (the file alone), as it is when AMI is away or refuses. AMI
+    silent: whether it started is not known, so the dialplan is told ``no`` (never two
+    MixMonitors into one file); if it did start, MixMonitor's id on the channel says so in
+    the end note."""
+
+    def __init__(self, deps: CallDeps, at_once: int = AMI_STARTS_AT_ONCE) -> None:
+        self.deps = deps
+        self.at_once = at_once
+        self.under_way = 0
+
+    async def answer(self, channel_id: str, channel_name: str, decision: Decision,
+                     file_name: str | None) -> str:
+        if file_name is None:
+            return f"{decision.value}:no"
+        if (self.deps.settings.dialplan.recording_start != "ami"
+                or self.under_way >= self.at_once):
+            return f"{decision.value}:{file_name}"
+        path = PurePosixPath(self.deps.settings.recordings.asterisk_dir) / file_name
+        extra = {"call": channel_id, "file": file_name}
+        self.under_way += 1
+        try:
+            await self.deps.ami.mix_monitor(channel_id, path, channel_name)
+        except AmiNoReply as exc:
+            log.error("recording asked of AMI, no answer: the dialplan starts none; the "
+                      "end note says whether it started: %s", exc, extra=extra)
+            return f"{decision.value}:no"
+        except AmiError as exc:
+            log.warning("recording not started over AMI, the dialplan starts it: %s", exc,
+                        extra=extra)
+            return f"{decision.value}:{file_name}"
+        finally:
+            self.under_way -= 1
+        log.info("recording started over AMI", extra=extra)
+        # to the millisecond, cut as the dialplan's own times are
+        return f"{decision.value}:{file_name}:{int(now().timestamp() * 1000) / 1000:.3f}"
 
 
 def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
+    starts = RecordingStart(deps)
+
     async def decision(request: AgiRequest, agi: AgiSession) -> None:
         channel_id = request.get("uniqueid") or ""
         decided = await decide(deps, channel_id, request.get("arg_1") or "", agi.header_ms)
@@ -266,7 +285,8 @@ def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
             return
         # The dialplan splits the answer into IVR_DECISION, IVR_RECORD and
         # IVR_RECORDING_AT.
-        await agi.set("IVR_DECIDED", await answer(deps, channel_id, *decided))
+        await agi.set("IVR_DECIDED", await starts.answer(
+            channel_id, request.get("channel") or "", *decided))
 
     return {SCRIPT: decision}
 

@@ -403,7 +403,8 @@ class InboundCallRunner:
         await faults.reached(self.deps.settings, "before_recording", self.log_extra)
         path = PurePosixPath(self.deps.settings.recordings.asterisk_dir) / self.recording_file
         try:
-            mixmonitor_id = await self.deps.ami.mix_monitor(self.channel_id, path)
+            mixmonitor_id = await self.deps.ami.mix_monitor(self.channel_id, path,
+                                                            self.start.channel.name)
         except AmiError as exc:
             log.error("recording did not start: %s", exc, extra=self.log_extra)
             return ev.RecordingFailed(str(exc), now())

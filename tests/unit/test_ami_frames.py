@@ -136,6 +136,32 @@ async def record(client: AmiClient, session: Session) -> str:
     return mixmonitor_id
 
 
+@pytest.mark.parametrize(("name", "named"), [
+    ("PJSIP/carrier-0000041a", "PJSIP/carrier-0000041a"),
+    ("Local/040404040@ivr-queues-0000002b;1", "Local/040404040@ivr-queues-0000002b;1"),
+    ("", "1.1"),  # no name given: the unique id
+    ("PJSIP/a b", "1.1"),
+    ("PJSIP/a\r\nAction: Originate", "1.1"),
+    ("PJSIP/x\n", "1.1"),
+    ("P" * 201, "1.1"),
+])
+def test_mixmonitor_names_the_channel_by_its_name_unless_ami_could_misread_it(
+        name: str, named: str) -> None:
+    """By name, Asterisk finds the channel in one lookup; by unique id, only by going
+    through every channel. A name that could end AMI's header line is never sent."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        recording = asyncio.create_task(
+            client.mix_monitor("1.1", PurePosixPath("/rec/x.wav"), name))
+        action = await session.action()
+        session.reply(action, MixMonitorID="0x1")
+        assert await recording == "0x1"
+        assert (action["action"], action["channel"], action["file"]) == (
+            "MixMonitor", named, "/rec/x.wav")
+
+    run(scenario)
+
+
 def test_malformed_frames_change_nothing_and_credit_no_agent() -> None:
     async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
         session = await ami.session()

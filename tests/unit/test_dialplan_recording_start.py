@@ -1,12 +1,14 @@
 """Who starts the recording in the dialplan flow, once the service has stored a decision
-that allows one (``[dialplan] recording_start``): the service over AMI, telling the
-dialplan when; the dialplan itself when AMI is away or refuses; nobody when AMI took the
-action but did not answer (whether it started is not known: never two MixMonitors into
-one file; the end note's MixMonitor id says whether it did). A decision that allows no
-recording starts nothing, whoever would start it (rule 1)."""
+that allows one (``[dialplan] recording_start``): the service over AMI (which names the
+channel by its name: ``test_ami_frames.py``), telling the dialplan when; the dialplan
+itself when AMI is away or refuses, or when as many starts as AMI takes at once are under
+way; nobody when AMI took the action but did not answer (whether it started is not known:
+never two MixMonitors into one file; the end note's MixMonitor id says whether it did). A
+decision that allows no recording starts nothing, whoever would start it (rule 1)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,13 +16,14 @@ from typing import Any
 import pytest
 
 from ivr.asterisk.ami import AmiError, AmiNoReply
-from ivr.calls.dialplan_notice import answer
+from ivr.calls.dialplan_notice import AMI_STARTS_AT_ONCE, RecordingStart
 from ivr.calls.inbound import CallDeps
 from ivr.flow.commands import Decision
 from ivr.settings import DialplanSettings, RecordingSettings, Settings
 
 FILE = "0b6f3f5e-8c2d-4f7a-b1e9-3d5a7c9e2f41.wav"
 CHANNEL = "1795404928.1042"
+NAME = "PJSIP/carrier-0000041a"
 
 
 class Ami:
@@ -28,13 +31,25 @@ class Ami:
 
     def __init__(self, fails: AmiError | None = None) -> None:
         self.fails = fails
-        self.asked: list[tuple[str, PurePosixPath]] = []
+        self.asked: list[tuple[str, PurePosixPath]] = []  # by the channel's name
+        self.held: asyncio.Event | None = None  # set: the replies wait for it
 
-    async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:
-        self.asked.append((channel_id, path))
+    async def mix_monitor(self, channel_id: str, path: PurePosixPath, name: str = "") -> str:
+        self.asked.append((name, path))
+        if self.held is not None:
+            await self.held.wait()
         if self.fails is not None:
             raise self.fails
         return "0x7f3a5c001e40"
+
+
+def starts(ami: Ami, start: str = "ami") -> RecordingStart:
+    return RecordingStart(deps(ami, start))
+
+
+async def answer(ami: Ami, decision: Decision, file_name: str | None, start: str = "ami"
+                 ) -> str:
+    return await starts(ami, start).answer(CHANNEL, NAME, decision, file_name)
 
 
 def deps(ami: Ami, start: str = "ami") -> CallDeps:
@@ -48,36 +63,56 @@ def deps(ami: Ami, start: str = "ami") -> CallDeps:
 async def test_the_service_starts_it_over_ami_and_tells_the_dialplan_when() -> None:
     ami = Ami()
     before = time.time()
-    said = await answer(deps(ami), CHANNEL, Decision.CONSENT, FILE)
+    said = await answer(ami, Decision.CONSENT, FILE)
     decision, file_name, started = said.split(":")
     assert (decision, file_name) == ("consent", FILE)
     assert before - 0.001 <= float(started) <= time.time()
-    assert ami.asked == [(CHANNEL, PurePosixPath("/var/spool/ivr/rec") / FILE)]
+    assert ami.asked == [(NAME, PurePosixPath("/var/spool/ivr/rec") / FILE)]
+
+
+async def test_past_the_starts_ami_takes_at_once_the_dialplan_starts_the_rest() -> None:
+    """AMI answers one action at a time: the starts beyond those under way are left to the
+    dialplan at once rather than queued behind them; once one is answered, AMI is asked
+    again."""
+    ami = Ami()
+    ami.held = asyncio.Event()
+    start = starts(ami)
+    waiting = [asyncio.create_task(start.answer(CHANNEL, NAME, Decision.CONSENT, FILE))
+               for _ in range(AMI_STARTS_AT_ONCE)]
+    await asyncio.sleep(0)
+    assert len(ami.asked) == AMI_STARTS_AT_ONCE
+    assert await start.answer(CHANNEL, NAME, Decision.CONSENT, FILE) == f"consent:{FILE}"
+    ami.held.set()
+    assert all(said.startswith(f"consent:{FILE}:") for said in await asyncio.gather(*waiting))
+    assert start.under_way == 0
+    assert (await start.answer(CHANNEL, NAME, Decision.CONSENT, FILE)).startswith(
+        f"consent:{FILE}:")
+    assert len(ami.asked) == AMI_STARTS_AT_ONCE + 1
 
 
 async def test_the_legal_basis_too() -> None:
     ami = Ami()
-    said = await answer(deps(ami), CHANNEL, Decision.LEGAL_BASIS, FILE)
+    said = await answer(ami, Decision.LEGAL_BASIS, FILE)
     assert said.startswith(f"legal_basis:{FILE}:") and len(ami.asked) == 1
 
 
 @pytest.mark.parametrize("refusal", [AmiError("AMI is not connected"),
                                      AmiError("AMI MixMonitor: No such channel")])
 async def test_ami_away_or_refusing_leaves_it_to_the_dialplan(refusal: AmiError) -> None:
-    assert await answer(deps(Ami(refusal)), CHANNEL, Decision.CONSENT, FILE) == \
-        f"consent:{FILE}"
+    start = starts(Ami(refusal))
+    assert await start.answer(CHANNEL, NAME, Decision.CONSENT, FILE) == f"consent:{FILE}"
+    assert start.under_way == 0
 
 
 async def test_ami_silent_starts_nothing_more() -> None:
     ami = Ami(AmiNoReply("AMI MixMonitor: no reply in 5.0 s"))
-    assert await answer(deps(ami), CHANNEL, Decision.CONSENT, FILE) == "consent:no"
+    assert await answer(ami, Decision.CONSENT, FILE) == "consent:no"
     assert len(ami.asked) == 1
 
 
 async def test_set_to_the_dialplan_the_service_starts_nothing() -> None:
     ami = Ami()
-    assert await answer(deps(ami, "dialplan"), CHANNEL, Decision.CONSENT, FILE) == \
-        f"consent:{FILE}"
+    assert await answer(ami, Decision.CONSENT, FILE, "dialplan") == f"consent:{FILE}"
     assert ami.asked == []
 
 
@@ -86,7 +121,7 @@ async def test_set_to_the_dialplan_the_service_starts_nothing() -> None:
 async def test_no_file_no_recording_whoever_would_start_it(decision: Decision,
                                                             start: str) -> None:
     ami = Ami()
-    assert await answer(deps(ami, start), CHANNEL, decision, None) == f"{decision.value}:no"
+    assert await answer(ami, decision, None, start) == f"{decision.value}:no"
     assert ami.asked == []
 
 

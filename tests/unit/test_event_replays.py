@@ -99,7 +99,7 @@ class Ami:
         self.log = log
         self.down = down
 
-    async def mix_monitor(self, channel_id: str, path: PurePosixPath) -> str:
+    async def mix_monitor(self, channel_id: str, path: PurePosixPath, name: str = "") -> str:
         self.log.append(("mix_monitor", path))
         if self.down:
             raise AmiError("AMI is not connected")

@@ -104,7 +104,7 @@ async def test_a_sales_call_runs_each_command_once_in_order() -> None:
                            "subscribe_channel", "continue_in_dialplan"]
     assert ami.names() == ["mix_monitor", "queue_load"]
     assert ami.calls[0][1] == ("1.1", PurePosixPath(
-        f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"))
+        f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"), "PJSIP/trunk-1")
     assert records.names() == ["open", "store_decision", "recording_started", "close",
                                "record_missed"]  # nobody answered: rule 4
 
