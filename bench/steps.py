@@ -16,6 +16,7 @@ import json
 import shutil
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -234,6 +235,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         rows = [dict(r) for r in (await connection.execute(
             text(CALLS_SQL), {"prefix": prefix + "%"})).mappings()]
     stored_at, service_ms, header_ms = decision_log_times(ctx.service_log, log_offset)
+    by_ami = started_over_ami(ctx.service_log, log_offset)
     notice_to_record, digit_to_stored, digit_to_report, report_to_stored = [], [], [], []
     digit_to_record, digit_to_accept, accept_to_header, stored_to_record = [], [], [], []
     for r in rows:
@@ -261,6 +263,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         # every call's decision, whatever it is (a digit lost on the way is a no_consent)
         "decisions": sum(r["decision"] is not None for r in rows),
         "recordings": len(recorded), "recordings_without_decision": len(unbased),
+        "recordings_started_over_ami": by_ami,
         "notice_end_to_mixmonitor_ms_p50": percentile(notice_to_record, 0.5),
         "notice_end_to_mixmonitor_ms_p99": percentile(notice_to_record, 0.99),
         "digit_to_decision_stored_ms_p50": percentile(digit_to_stored, 0.5),
@@ -307,19 +310,28 @@ def decision_log_times(log: Path, offset: int) -> tuple[dict[str, datetime],
     found: dict[str, datetime] = {}
     took: dict[str, float] = {}
     header: dict[str, float] = {}
+    for line in log_lines(log, offset, b'"decision stored"'):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(line)
+            found[entry["call_id"]] = datetime.fromisoformat(entry["time"])
+            if "ms" in entry:
+                took[entry["call_id"]] = float(entry["ms"])
+            if "header_ms" in entry:
+                header[entry["call_id"]] = float(entry["header_ms"])
+    return found, took, header
+
+
+def log_lines(log: Path, offset: int, marker: bytes) -> Iterator[bytes]:
+    """The service log's lines from ``offset`` on that hold ``marker``."""
     with log.open("rb") as stream:
         stream.seek(offset)
-        for line in stream:
-            if b'"decision stored"' not in line:
-                continue
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                entry = json.loads(line)
-                found[entry["call_id"]] = datetime.fromisoformat(entry["time"])
-                if "ms" in entry:
-                    took[entry["call_id"]] = float(entry["ms"])
-                if "header_ms" in entry:
-                    header[entry["call_id"]] = float(entry["header_ms"])
-    return found, took, header
+        yield from (line for line in stream if marker in line)
+
+
+def started_over_ami(log: Path, offset: int) -> int:
+    """How many recordings the service started over AMI (the dialplan flow,
+    ``recording_start = "ami"``; the dialplan started the others)."""
+    return sum(1 for _ in log_lines(log, offset, b'"recording started over AMI"'))
 
 
 async def scrape_lag(url: str) -> Buckets:

@@ -31,7 +31,13 @@ from bench.report import (
     within_target,
     write_reports,
 )
-from bench.steps import Timing, baseline_stamps, decision_log_times, peak_concurrency
+from bench.steps import (
+    Timing,
+    baseline_stamps,
+    decision_log_times,
+    peak_concurrency,
+    started_over_ami,
+)
 from ivr.metrics.exposition import exposition
 from ivr.metrics.in_process import Metrics
 
@@ -191,6 +197,18 @@ def test_the_decision_log_gives_when_stored_and_the_service_part(tmp_path: Path)
     stored, took, header = decision_log_times(log, 0)
     assert sorted(stored) == ["a", "b"] and took == {"a": 4.5} and header == {"a": 1.5}
     assert stored["a"] == datetime(2026, 11, 23, 10, 0, 0, 100000, tzinfo=UTC)
+
+
+def test_the_recordings_started_over_ami_are_counted_from_the_step_on(
+        tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    earlier = '{"message": "recording started over AMI", "call": "1.1"}\n'
+    log.write_text(earlier + '{"message": "decision stored", "call_id": "a"}\n'
+                   '{"message": "recording started over AMI", "call": "1.2"}\n'
+                   '{"message": "recording not started over AMI, the dialplan starts it"}\n'
+                   '{"message": "recording started over AMI", "call": "1.3"}\n')
+    assert started_over_ami(log, 0) == 3
+    assert started_over_ami(log, len(earlier)) == 2
 
 
 def test_callers_press_during_the_question_and_after_the_notice() -> None:
