@@ -190,6 +190,9 @@ async def place(ctx: Context, step_dir: Path, caller_prefix: str, how: str, pres
         except TimeoutError:
             proc.kill()  # its unfinished calls count as failed
             await proc.wait()
+        finally:
+            if proc.returncode is None:  # the bench interrupted (Ctrl-C): no SIPp left
+                proc.kill()
     succeeded, failed = sipp_counts(stats)
     return {"attempted": calls, "succeeded": succeeded, "failed": failed,
             "rtt": response_times(step_dir, path.stem)}
