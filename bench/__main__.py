@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.measure import postgres_cpu, rss_mb
 from bench.report import write_reports
 from bench.steps import Context, Timing, run_step
+from ivr.calls.dialplan_notice import NOTE_SUFFIX as NOTICE_NOTE
+from ivr.calls.unattended import NOTE_SUFFIX as UNATTENDED_NOTE
 from ivr.notices.audio import build, verify
 from ivr.notices.catalogue import load_catalogue
 from ivr.settings import get_settings
@@ -44,6 +47,8 @@ SHORT_CATALOGUE = REPO / "tests" / "e2e" / "short_notices.toml"
 OUT = REPO / "bench"
 SHORT_RATES = (5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100)
 REAL_RATES = (5, 10, 20, 30, 40, 50)
+# The notes the dialplan leaves for the service (ivr/calls/unattended, dialplan_notice).
+NOTE_SUFFIXES = (UNATTENDED_NOTE, NOTICE_NOTE)
 # The variants, and the inbound flow the service runs for each.
 VARIANTS = {"baseline": "ari", "service": "ari", "service-dialplan": "dialplan"}
 
@@ -126,7 +131,8 @@ async def run(args: argparse.Namespace) -> int:
             os.environ.update(env)
             rates = [rate for rate in (args.short_rates if prompts == "short"
                                        else args.real_rates) for _ in range(args.repeat)]
-            with postgres_priority(args.priority):
+            notes = Path(get_settings().unattended.local_dir)
+            with postgres_priority(args.priority), notes_of_its_own(notes, work / "notes"):
                 for row in await run_group(paths, work, prompts, group, env, rates,
                                            args.seconds, index, args.asterisk_realtime):
                     rows.append(row)
@@ -159,6 +165,34 @@ def postgres_priority(priority: int) -> Iterator[None]:
         for pid in list(postgres_cpu()):
             with contextlib.suppress(OSError):
                 os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+
+
+@contextlib.contextmanager
+def notes_of_its_own(directory: Path, aside: Path) -> Iterator[None]:
+    """The group's service reads every note in the PBX's unattended directory. Notes
+    already there belong to another database (a run interrupted, or the test PBX's own
+    service): their calls are not in the group's fresh database, so its service would try
+    each at every sweep and fail, loading the machine the bench measures (an interrupted
+    run's 296 notes once did: 21220 failed attempts in 20 minutes). They wait in
+    ``aside/foreign`` while the group runs and go back after; the notes the group's own
+    calls leave unread (calls that ended after its service stopped) go to ``aside/left``."""
+    held, left = aside / "foreign", aside / "left"
+    held.mkdir(parents=True, exist_ok=True)
+    for path in _notes(directory):
+        shutil.move(path, held / path.name)
+    try:
+        yield
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        left.mkdir(parents=True)
+        for path in _notes(directory):
+            shutil.move(path, left / path.name)
+        for path in _notes(held):
+            shutil.move(path, directory / path.name)
+
+
+def _notes(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*") if p.suffix in NOTE_SUFFIXES)
 
 
 def groups(variants: list[str], paired: bool) -> list[list[str]]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.__main__ import notes_of_its_own
 from bench.measure import (
     Sampler,
     cores_busy,
@@ -209,6 +210,25 @@ def test_the_recordings_started_over_ami_are_counted_from_the_step_on(
                    '{"message": "recording started over AMI", "call": "1.3"}\n')
     assert started_over_ami(log, 0) == 3
     assert started_over_ami(log, len(earlier)) == 2
+
+
+def test_a_group_reads_only_the_notes_of_its_own_calls(tmp_path: Path) -> None:
+    """Notes already in the PBX's directory (another database's) wait aside while the
+    group runs and come back unchanged after; the notes its own calls leave unread go
+    aside; nothing else in the directory is touched."""
+    spool, aside = tmp_path / "unattended", tmp_path / "work" / "notes"
+    spool.mkdir()
+    (spool / "vm-1.1.notice").write_text("v=1&channel=vm-1.1")
+    (spool / "vm-1.2.call").write_text("v=1&channel=vm-1.2")
+    (spool / "keep.txt").write_text("not a note")
+    with notes_of_its_own(spool, aside):
+        assert sorted(p.name for p in spool.iterdir()) == ["keep.txt"]
+        (spool / "vm-2.1.notice").write_text("v=1&channel=vm-2.1")
+    assert sorted(p.name for p in spool.iterdir()) == ["keep.txt", "vm-1.1.notice",
+                                                       "vm-1.2.call"]
+    assert (spool / "vm-1.1.notice").read_text() == "v=1&channel=vm-1.1"
+    assert [p.name for p in (aside / "left").iterdir()] == ["vm-2.1.notice"]
+    assert list((aside / "foreign").iterdir()) == []
 
 
 def test_callers_press_during_the_question_and_after_the_notice() -> None:
