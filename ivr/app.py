@@ -21,6 +21,7 @@ from ivr.calls.callback import CallbackDialer
 from ivr.calls.desk_phone import desk_phone_handlers
 from ivr.calls.dialplan_notice import collect_ended, notice_handlers
 from ivr.calls.inbound import CallDeps, InboundCallRunner
+from ivr.calls.notes import Retries
 from ivr.calls.recovery import resolve_orphans, sweep
 from ivr.calls.router import CallItems, CallRouter
 from ivr.calls.unattended import collect_unattended
@@ -222,6 +223,7 @@ async def _sweep(deps: CallDeps, interval: int, since: datetime, ends: bool) -> 
     dialplan took while no instance ran are recorded (and returned: rule 4); with
     ``ends``, so are the ends of calls the dialplan played the notice to (left from a time
     the dialplan did, see ``_dialplan_ends``)."""
+    unattended, ended = Retries(), Retries()
     while True:
         await asyncio.sleep(interval)
         try:
@@ -229,24 +231,25 @@ async def _sweep(deps: CallDeps, interval: int, since: datetime, ends: bool) -> 
         except Exception as exc:
             log.warning("sweep of calls left open failed: %s", exc)
         try:
-            await collect_unattended(deps)
+            await collect_unattended(deps, unattended)
         except Exception as exc:
             log.warning("calls taken while no instance ran not read yet: %s", exc)
         if ends:
-            await _collect_ends(deps)
+            await _collect_ends(deps, ended)
 
 
 async def _dialplan_ends(deps: CallDeps, interval: float = 1.0) -> None:
     """The ends of calls the dialplan played the notice to: closed within seconds, and
     returned when nobody answered (rule 4)."""
+    retries = Retries()
     while True:
         await asyncio.sleep(interval)
-        await _collect_ends(deps)
+        await _collect_ends(deps, retries)
 
 
-async def _collect_ends(deps: CallDeps) -> None:
+async def _collect_ends(deps: CallDeps, retries: Retries) -> None:
     try:
-        await collect_ended(deps)
+        await collect_ended(deps, retries)
     except Exception as exc:
         log.warning("ends of calls the dialplan took not read yet: %s", exc)
 

@@ -417,9 +417,9 @@ def observe_recording_start(deps: CallDeps, call: Ended) -> None:
                                              call.recording_at)
 
 
-async def collect_ended(deps: CallDeps) -> int:
+async def collect_ended(deps: CallDeps, retries: notes.Retries | None = None) -> int:
     """Close the call of every end note in ``unattended.local_dir`` (``notes.collect``):
     together, else one by one. Returns how many calls were closed."""
     return await notes.collect(Path(deps.settings.unattended.local_dir), NOTE_SUFFIX,
                                parse_end, lambda call: record_end(deps, call),
-                               lambda calls: record_ends(deps, calls))
+                               lambda calls: record_ends(deps, calls), retries)

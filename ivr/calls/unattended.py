@@ -99,11 +99,12 @@ async def record_unattended(deps: CallDeps, call: UnattendedCall) -> None:
         "callback": str(callback) if callback else None})
 
 
-async def collect_unattended(deps: CallDeps) -> int:
+async def collect_unattended(deps: CallDeps, retries: notes.Retries | None = None) -> int:
     """Record every note in ``unattended.local_dir`` (``notes.collect``). Returns how many
     calls were recorded."""
     return await notes.collect(Path(deps.settings.unattended.local_dir), NOTE_SUFFIX,
-                               parse_note, lambda call: record_unattended(deps, call))
+                               parse_note, lambda call: record_unattended(deps, call),
+                               retries=retries)
 
 
 def read_notes(directory: Path, now: float | None = None) -> list[tuple[Path, UnattendedCall]]:

@@ -91,3 +91,43 @@ async def test_a_note_that_cannot_be_recorded_stays_and_the_log_says_why(
     line = next(r.getMessage() for r in caplog.records if "a note" in r.getMessage())
     assert "DETAIL" not in line  # the first line of the error; the traceback has the rest
     assert "violates foreign key constraint" in line and "outage journal" in line
+
+
+async def test_a_note_that_keeps_failing_is_tried_less_and_less_often(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A note PostgreSQL keeps refusing (its call is not there) is tried again after 1 s,
+    then twice as long each time up to the most, not at every sweep; the others are
+    recorded as they come. Once it can be recorded, it is, and it is forgotten."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.call").write_text(NOTE.replace(".7&", f".{ord(name)}&"))
+        old = time.time() - 60
+        os.utime(tmp_path / f"{name}.call", (old, old))
+    clock = [100.0]
+    retries = notes.Retries(first=1.0, most=4.0, clock=lambda: clock[0])
+    tried: list[str] = []
+    refusing = True
+
+    async def record(call: object) -> None:
+        channel = getattr(call, "channel_id", "")
+        tried.append(channel)
+        if channel.endswith(".97") and refusing:
+            raise RuntimeError("violates foreign key constraint")
+
+    async def sweep_at(when: float) -> int:
+        clock[0] = when
+        return await notes.collect(tmp_path, ".call", parse_note, record, retries=retries)
+
+    assert await sweep_at(100.0) == 1  # b recorded, a refused: again in 1 s
+    assert "tried again in 1 s" in caplog.text
+    tries = []
+    for when in (100.5, 101.0, 102.0, 103.0, 104.0, 106.0, 107.0, 110.0, 114.0):
+        before = len(tried)
+        assert await sweep_at(when) == 0
+        tries.append(len(tried) - before)
+    # due at 101 (then wait 2), 103 (then 4), 107 (then 4, the most), 111: not at 110
+    assert tries == [0, 1, 0, 1, 0, 0, 1, 0, 1]
+    refusing = False
+    assert await sweep_at(118.0) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    retries.keep_only([])
+    assert retries.due(tmp_path / "a.call")
