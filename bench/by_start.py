@@ -10,6 +10,7 @@ as stored; digit→MixMonitor from the later of the digit and the notice's end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import datetime
@@ -38,15 +39,16 @@ def read_log(path: Path) -> tuple[dict[str, tuple[datetime, str]], set[str]]:
             continue
         if not isinstance(entry, dict):
             continue
-        if entry.get("message") == "decision stored":
-            stored[str(entry["call_id"])] = (datetime.fromisoformat(entry["time"]),
-                                             str(entry["call"]))
-        elif entry.get("message") == "recording started over AMI":
-            by_ami.add(str(entry["call"]))
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # not the service's
+            if entry.get("message") == "decision stored":
+                stored[str(entry["call_id"])] = (datetime.fromisoformat(entry["time"]),
+                                                 str(entry["call"]))
+            elif entry.get("message") == "recording started over AMI":
+                by_ami.add(str(entry["call"]))
     return stored, by_ami
 
 
-def p(values: list[float], q: float) -> float | None:
+def quantile_ms(values: list[float], q: float) -> float | None:
     found = percentile(values, q)
     return None if found is None else round(found, 1)
 
@@ -66,11 +68,11 @@ def split(path: Path, url: str) -> dict[str, dict[str, float | int | None]]:
         if digit_at is not None and notice_end is not None:
             after_digit.append((started - max(digit_at, notice_end)).total_seconds() * 1000)
     return {name: {"recordings": len(after_store),
-                   "stored_to_mixmonitor_ms_p50": p(after_store, 0.5),
-                   "stored_to_mixmonitor_ms_p90": p(after_store, 0.9),
-                   "stored_to_mixmonitor_ms_p99": p(after_store, 0.99),
-                   "digit_to_mixmonitor_ms_p50": p(after_digit, 0.5),
-                   "digit_to_mixmonitor_ms_p99": p(after_digit, 0.99)}
+                   "stored_to_mixmonitor_ms_p50": quantile_ms(after_store, 0.5),
+                   "stored_to_mixmonitor_ms_p90": quantile_ms(after_store, 0.9),
+                   "stored_to_mixmonitor_ms_p99": quantile_ms(after_store, 0.99),
+                   "digit_to_mixmonitor_ms_p50": quantile_ms(after_digit, 0.5),
+                   "digit_to_mixmonitor_ms_p99": quantile_ms(after_digit, 0.99)}
             for name, (after_store, after_digit) in groups.items()}
 
 
