@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError
+from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError, AmiNoReply
 from ivr.settings import AmiSettings
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
@@ -158,6 +158,38 @@ def test_mixmonitor_names_the_channel_by_its_name_unless_ami_could_misread_it(
         assert await recording == "0x1"
         assert (action["action"], action["channel"], action["file"]) == (
             "MixMonitor", named, "/rec/x.wav")
+
+    run(scenario)
+
+
+def test_a_name_ami_does_not_find_is_asked_again_by_the_unique_id() -> None:
+    """The channel renamed since (AMI: no such channel): the recording is asked for by its
+    unique id, which does not change."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        recording = asyncio.create_task(
+            client.mix_monitor("1.1", PurePosixPath("/rec/x.wav"), "PJSIP/old-00000001"))
+        first = await session.action()
+        session.reply(first, Response="Error", Message="No such channel")
+        second = await session.action()
+        session.reply(second, MixMonitorID="0x2")
+        assert await recording == "0x2"
+        assert (first["channel"], second["channel"]) == ("PJSIP/old-00000001", "1.1")
+
+    run(scenario)
+
+
+def test_a_name_ami_took_without_answering_is_not_asked_again() -> None:
+    """No reply in time: the recording may have started, so it is not asked for twice."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        with pytest.raises(AmiNoReply):
+            await client.mix_monitor("1.1", PurePosixPath("/rec/x.wav"), "PJSIP/a-00000001")
+        action = await session.action()
+        assert action["channel"] == "PJSIP/a-00000001"
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await session.action()
 
     run(scenario)
 
