@@ -1,7 +1,7 @@
 """``python -m bench.by_start <service log> <database url>``: after a bench run of the
 dialplan flow, how soon each recording started after its decision was stored, split by who
 started it: the service over AMI (its log says "recording started over AMI" for the
-channel) or the dialplan (every other recording). Both groups met the same load in the
+call's file) or the dialplan (every other recording). Both groups met the same load in the
 same steps, so they can be compared where two runs could not (the machine's speed drifts).
 
 stored→MixMonitor is from the service's "decision stored" line to the recording's start
@@ -10,15 +10,14 @@ as stored; digit→MixMonitor from the later of the digit and the notice's end.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
 from bench.measure import percentile
+from bench.steps import decision_log_times, started_over_ami
 
 STARTED = text("""
 SELECT r.call_id::text, r.started_at, d.digit_at, d.notice_ended_at
@@ -27,34 +26,14 @@ WHERE r.mixmonitor_id IS NOT NULL
 """)
 
 
-def read_log(path: Path) -> tuple[dict[str, tuple[datetime, str]], set[str]]:
-    """When each call's decision was stored (by call id, with its channel), and the
-    channels whose recording the service started over AMI."""
-    stored: dict[str, tuple[datetime, str]] = {}
-    by_ami: set[str] = set()
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(entry, dict):
-            continue
-        with contextlib.suppress(KeyError, TypeError, ValueError):  # not the service's
-            if entry.get("message") == "decision stored":
-                stored[str(entry["call_id"])] = (datetime.fromisoformat(entry["time"]),
-                                                 str(entry["call"]))
-            elif entry.get("message") == "recording started over AMI":
-                by_ami.add(str(entry["call"]))
-    return stored, by_ami
-
-
 def quantile_ms(values: list[float], q: float) -> float | None:
     found = percentile(values, q)
     return None if found is None else round(found, 1)
 
 
 def split(path: Path, url: str) -> dict[str, dict[str, float | int | None]]:
-    stored, by_ami = read_log(path)
+    stored, _, _ = decision_log_times(path, 0)
+    by_ami = started_over_ami(path, 0)
     with create_engine(url).connect() as connection:
         rows = connection.execute(STARTED).all()
     groups: dict[str, tuple[list[float], list[float]]] = {"ami": ([], []),
@@ -62,9 +41,8 @@ def split(path: Path, url: str) -> dict[str, dict[str, float | int | None]]:
     for call_id, started, digit_at, notice_end in rows:
         if call_id not in stored:
             continue
-        at, channel = stored[call_id]
-        after_store, after_digit = groups["ami" if channel in by_ami else "dialplan"]
-        after_store.append((started - at).total_seconds() * 1000)
+        after_store, after_digit = groups["ami" if call_id in by_ami else "dialplan"]
+        after_store.append((started - stored[call_id]).total_seconds() * 1000)
         if digit_at is not None and notice_end is not None:
             after_digit.append((started - max(digit_at, notice_end)).total_seconds() * 1000)
     return {name: {"recordings": len(after_store),

@@ -266,7 +266,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         # every call's decision, whatever it is (a digit lost on the way is a no_consent)
         "decisions": sum(r["decision"] is not None for r in rows),
         "recordings": len(recorded), "recordings_without_decision": len(unbased),
-        "recordings_started_over_ami": by_ami,
+        "recordings_started_over_ami": len(by_ami),
         "notice_end_to_mixmonitor_ms_p50": percentile(notice_to_record, 0.5),
         "notice_end_to_mixmonitor_ms_p99": percentile(notice_to_record, 0.99),
         "digit_to_decision_stored_ms_p50": percentile(digit_to_stored, 0.5),
@@ -331,10 +331,15 @@ def log_lines(log: Path, offset: int, marker: bytes) -> Iterator[bytes]:
         yield from (line for line in stream if marker in line)
 
 
-def started_over_ami(log: Path, offset: int) -> int:
-    """How many recordings the service started over AMI (the dialplan flow,
-    ``recording_start = "ami"``; the dialplan started the others)."""
-    return sum(1 for _ in log_lines(log, offset, b'"recording started over AMI"'))
+def started_over_ami(log: Path, offset: int) -> set[str]:
+    """The calls (ids) whose recording the service started over AMI (the dialplan flow,
+    ``recording_start = "ami"``; the dialplan started the others): its file is named from
+    the call."""
+    found = set()
+    for line in log_lines(log, offset, b'"recording started over AMI"'):
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            found.add(json.loads(line)["file"].split(".", 1)[0])
+    return found
 
 
 async def scrape_lag(url: str) -> Buckets:

@@ -314,8 +314,7 @@ def _closing(deps: CallDeps, call: Ended) -> _Closing:
         # just after (by the service, over AMI). Without the file: started over AMI, but
         # the answer that names it did not reach the dialplan (or said no, AMI silent);
         # the file is the one the service names for the call.
-        file_name = call.recording or f"{opened.id}.{deps.settings.recordings.format}"
-        started = StartedRecording(file_name, call.mixmonitor_id,
+        started = StartedRecording(_file_of(deps, call, opened), call.mixmonitor_id,
                                    call.recording_at or call.ended_at)
     closed = ClosedCall(
         answered_at=call.report.entered_at, ended_at=call.ended_at,
@@ -324,6 +323,12 @@ def _closing(deps: CallDeps, call: Ended) -> _Closing:
                                                     and report.notice_ended_at is not None),
         agent_answered=call.agent is not None, agent=call.agent, state="ended")
     return _Closing(opened, line, report, closed, started)
+
+
+def _file_of(deps: CallDeps, call: Ended, opened: OpenedCall) -> str:
+    """The call's recording file: as the note names it, else as the service names it
+    (``plan_recording``: from the call's id)."""
+    return call.recording or f"{opened.id}.{deps.settings.recordings.format}"
 
 
 async def record_end(deps: CallDeps, call: Ended) -> None:
@@ -380,7 +385,7 @@ async def _not_started(deps: CallDeps, call: Ended, end: _Closing) -> None:
     (No row, no change.)"""
     if end.started is None and (call.recording is not None or (
             end.report is not None and end.report.decision.records)):
-        file_name = call.recording or f"{end.opened.id}.{deps.settings.recordings.format}"
+        file_name = _file_of(deps, call, end.opened)
         try:
             await deps.records.recording_not_started(file_name, call.ended_at)
         except Exception as exc:  # PostgreSQL only: the row stays planned, the call closes

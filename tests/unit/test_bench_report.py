@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from bench.__main__ import notes_of_its_own
-from bench.by_start import read_log
 from bench.measure import (
     Sampler,
     cores_busy,
@@ -201,36 +200,20 @@ def test_the_decision_log_gives_when_stored_and_the_service_part(tmp_path: Path)
     assert stored["a"] == datetime(2026, 11, 23, 10, 0, 0, 100000, tzinfo=UTC)
 
 
-def test_the_recordings_started_over_ami_are_counted_from_the_step_on(
+def test_the_recordings_started_over_ami_are_read_from_the_step_on(
         tmp_path: Path) -> None:
     log = tmp_path / "service.log"
-    earlier = '{"message": "recording started over AMI", "call": "1.1"}\n'
+    earlier = '{"message": "recording started over AMI", "call": "1.1", "file": "a.wav"}\n'
     log.write_text(earlier + '{"message": "decision stored", "call_id": "a"}\n'
-                   '{"message": "recording started over AMI", "call": "1.2"}\n'
-                   '{"message": "recording not started over AMI, the dialplan starts it"}\n'
-                   '{"message": "recording started over AMI", "call": "1.3"}\n')
-    assert started_over_ami(log, 0) == 3
-    assert started_over_ami(log, len(earlier)) == 2
-
-
-def test_who_started_each_recording_is_read_from_the_service_log(tmp_path: Path) -> None:
-    """bench.by_start: when each decision was stored, with its channel, and the channels
-    the service started the recording of over AMI; other and broken lines passed over."""
-    log = tmp_path / "service.log"
-    log.write_text(
-        '{"time": "2026-11-24T07:00:00.100+00:00", "message": "decision stored", '
-        '"call_id": "a", "call": "vm-1.1"}\n'
-        '{"time": "2026-11-24T07:00:00.200+00:00", "message": "decision stored", '
-        '"call_id": "b", "call": "vm-1.2"}\n'
-        '{"message": "recording started over AMI", "call": "vm-1.1"}\n'
-        '{"message": "decision stored", "call_id": "c"}\n'
-        '{"message": "recording started over AMI"\n'
-        '[1, 2]\n')
-    stored, by_ami = read_log(log)
-    assert stored == {
-        "a": (datetime(2026, 11, 24, 7, 0, 0, 100000, tzinfo=UTC), "vm-1.1"),
-        "b": (datetime(2026, 11, 24, 7, 0, 0, 200000, tzinfo=UTC), "vm-1.2")}
-    assert by_ami == {"vm-1.1"}
+                   '{"message": "recording started over AMI", "call": "1.2", '
+                   '"file": "b.wav"}\n'
+                   '{"message": "recording not started over AMI, the dialplan starts it", '
+                   '"file": "x.wav"}\n'
+                   '{"message": "recording started over AMI", "call": "1.3", '
+                   '"file": "c.wav"}\n'
+                   '{"message": "recording started over AMI"\n')
+    assert started_over_ami(log, 0) == {"a", "b", "c"}
+    assert started_over_ami(log, len(earlier)) == {"b", "c"}
 
 
 def test_a_group_reads_only_the_notes_of_its_own_calls(tmp_path: Path) -> None:
