@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from bench.measure import percentile
 from bench.steps import decision_log_times, started_over_ami
@@ -54,11 +55,23 @@ def split(path: Path, url: str) -> dict[str, dict[str, float | int | None]]:
             for name, (after_store, after_digit) in groups.items()}
 
 
+USAGE = "usage: python -m bench.by_start <service log> <bench database URL>"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not Path(argv[0]).is_file():
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+    if len(argv) != 2:
+        print(USAGE, file=sys.stderr)
         return 2
-    print(json.dumps(split(Path(argv[0]), argv[1]), indent=2))
+    if not Path(argv[0]).is_file():
+        print(f"bench.by_start: no service log at {argv[0]}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        found = split(Path(argv[0]), argv[1])
+    except (SQLAlchemyError, ValueError) as exc:  # not a URL, no such database, no tables
+        print(f"bench.by_start: the bench database cannot be read: "
+              f"{str(exc).splitlines()[0][:300]}", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=2))
     return 0
 
 

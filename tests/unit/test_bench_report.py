@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.__main__ import notes_of_its_own
+from bench.by_start import main as by_start_main
 from bench.measure import (
     Sampler,
     cores_busy,
@@ -214,6 +215,23 @@ def test_the_recordings_started_over_ami_are_read_from_the_step_on(
                    '{"message": "recording started over AMI"\n')
     assert started_over_ami(log, 0) == {"a", "b", "c"}
     assert started_over_ami(log, len(earlier)) == {"b", "c"}
+
+
+@pytest.mark.parametrize(("argv", "code", "said"), [
+    ([], 2, "usage: python -m bench.by_start"),
+    (["/no/such/log", "postgresql+psycopg://x@127.0.0.1:1/x"], 2, "no service log at"),
+    (["LOG", "not a url"], 1, "the bench database cannot be read"),
+    (["LOG", "postgresql+psycopg://ivr:x@127.0.0.1:1/x?connect_timeout=1"], 1,
+     "the bench database cannot be read"),
+])
+def test_by_start_says_what_is_wrong_with_its_arguments(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
+        said: str) -> None:
+    log = tmp_path / "service.log"
+    log.write_text("")
+    assert by_start_main([str(log) if a == "LOG" else a for a in argv]) == code
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
 
 
 def test_a_group_reads_only_the_notes_of_its_own_calls(tmp_path: Path) -> None:
