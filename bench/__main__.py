@@ -2,8 +2,8 @@
 flow. On the test PBX, SIPp drives the service-line flow (answer, notice, 1 by SIP INFO and
 by RFC 4733, recording, queue) at stepped rates against the service, with everything it
 stores, in both its inbound flows (``service``: the service plays the notice over ARI;
-``service-dialplan``: the dialplan plays it and the service stores the decision over
-FastAGI), and against the dialplan-only baseline (asterisk-conf/baseline/), each for a
+``service-dialplan``: the dialplan plays it and the service stores the decision it
+reports over HTTP), and against the dialplan-only baseline (asterisk-conf/baseline/), each for a
 fixed time per step. Each variant runs on a freshly started PBX and service. A variant's
 capacity is the highest rate with no failed call and every recording (and, for the
 service, every receipt) present.

@@ -25,7 +25,7 @@ COLUMNS = (
     ("digit_to_decision_stored_ms_p99", "p99"),
     ("digit_to_mixmonitor_ms_p99", "digit→MixMonitor p99 ms"),
     ("digit_to_report_ms_p99", "digit→report read p99"),
-    ("digit_to_accept_ms_p99", "digit→FastAGI accept p99"),
+    ("digit_to_accept_ms_p99", "digit→accept p99"),
     ("accept_to_report_ms_p99", "accept→report read p99"),
     ("report_to_decision_stored_ms_p99", "report→stored (service) p99"),
     ("stored_to_mixmonitor_ms_p99", "stored→MixMonitor p99"),

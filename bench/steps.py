@@ -308,7 +308,7 @@ def decision_log_times(log: Path, offset: int) -> tuple[dict[str, datetime],
                                                        dict[str, float], dict[str, float]]:
     """call id -> when the service logged its decision as stored (after the commit); and,
     where the log line says (the dialplan flow), call id -> the milliseconds the service
-    took from the dialplan's report to the commit, and from the FastAGI connection's
+    took from the dialplan's report to the commit, and from the connection's
     accept to the report's whole header."""
     found: dict[str, datetime] = {}
     took: dict[str, float] = {}

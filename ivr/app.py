@@ -16,10 +16,12 @@ from typing import Any
 from ivr.asterisk.ami import AmiClient
 from ivr.asterisk.ari import AriClient, AriError, Connected
 from ivr.asterisk.ari_events import StasisStart
-from ivr.asterisk.fastagi import FastAgiServer, FastAgiUnavailable
+from ivr.asterisk.fastagi import FastAgiServer
+from ivr.asterisk.listener import ListenerUnavailable
+from ivr.asterisk.report_server import ReportServer
 from ivr.calls.callback import CallbackDialer
 from ivr.calls.desk_phone import desk_phone_handlers
-from ivr.calls.dialplan_notice import collect_ended, notice_handlers
+from ivr.calls.dialplan_notice import NoticeDecisions, collect_ended
 from ivr.calls.inbound import CallDeps, InboundCallRunner
 from ivr.calls.notes import Retries
 from ivr.calls.recovery import resolve_orphans, sweep
@@ -97,10 +99,17 @@ async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
                 tasks.create_task(_dialplan_ends(deps), name="dialplan-ends")
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")
-            fastagi = FastAgiServer(str(settings.fastagi.bind_address), settings.fastagi.port,
-                                    desk_phone_handlers(deps) | notice_handlers(deps),
-                                    allowed_peers=settings.fastagi.allowed_peers())
+            # The dialplan asks for the notice's decision over HTTP or FastAGI, as it was
+            # rendered: both listen, with one limit on the recordings started over AMI.
+            notice = NoticeDecisions(deps)
+            address, peers = str(settings.fastagi.bind_address), settings.fastagi.allowed_peers()
+            fastagi = FastAgiServer(address, settings.fastagi.port,
+                                    desk_phone_handlers(deps) | notice.fastagi_handlers(),
+                                    allowed_peers=peers)
             tasks.create_task(fastagi.serve(), name="fastagi")
+            reports = ReportServer(address, settings.fastagi.report_port,
+                                   notice.http_handlers(), allowed_peers=peers)
+            tasks.create_task(reports.serve(), name="http-reports")
             tasks.create_task(watch_lag(metrics), name="event-loop-lag")
             files = RecordingFiles.from_settings(settings.recordings)
             if settings.web.enabled:
@@ -117,7 +126,7 @@ async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
             raise _Stopped
     except* _Stopped:
         log.info("service stopped")
-    except* FastAgiUnavailable as group:
+    except* ListenerUnavailable as group:
         raise group.exceptions[0] from None
     finally:
         ami.close()

@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sqlalchemy.exc import OperationalError
 
     from ivr.asterisk.conf import ConfigError
-    from ivr.asterisk.fastagi import FastAgiUnavailable
+    from ivr.asterisk.listener import ListenerUnavailable
     from ivr.notices.catalogue import CatalogueError
     from ivr.store.database import DatabaseUnreachable
     from ivr.store.migrate import MigrationsNotFound
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     except (CliError, ConfigError, CatalogueError, DatabaseUnreachable, MigrationsNotFound,
-            FileNotFoundError, FastAgiUnavailable) as exc:
+            FileNotFoundError, ListenerUnavailable) as exc:
         print(f"ivr: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OperationalError as exc:

@@ -252,11 +252,14 @@ class JournalSettings(Section):
 
 
 class FastAgiSettings(Section):
-    """The FastAGI server the dialplan asks for decisions (the notice's, and whether a
-    desk-phone call returns a missed one)."""
+    """Where the dialplan asks the service for decisions: the FastAGI server (whether a
+    desk-phone call returns a missed one; the notice's decision with ``[dialplan]
+    decision_request = "fastagi"``) and, on ``report_port``, the HTTP listener for the
+    notice's decision (``CURL()``, ``decision_request = "http"``)."""
 
     bind_address: IPv4Address = IPv4Address("127.0.0.1")
     port: int = Field(default=4573, ge=1, le=65535)
+    report_port: int = Field(default=4574, ge=1, le=65535)
     # Where Asterisk connects from, besides this host's loopback and ``bind_address``
     # (Asterisk on the same host). Any other peer is refused before it is read: what it
     # would report is a forged consent receipt.
@@ -265,6 +268,13 @@ class FastAgiSettings(Section):
     def allowed_peers(self) -> frozenset[str]:
         return frozenset({"127.0.0.1", str(self.bind_address),
                           *map(str, self.asterisk_addresses)})
+
+    @model_validator(mode="after")
+    def _a_port_each(self) -> Self:
+        if self.report_port == self.port:
+            raise ValueError(f"report_port {self.report_port} is FastAGI's port too: the two "
+                             "listeners need a port each")
+        return self
 
 
 class WebSettings(Section):
@@ -290,7 +300,7 @@ class DialplanSettings(Section):
     """Dialplan contexts the service hands calls to, and who plays the inbound notice:
     ``ari`` (the service, over ARI: every playback and digit is an event it follows) or
     ``dialplan`` (the dialplan plays the notice and collects the digit, then asks the
-    service over FastAGI to store the decision before any recording; the PBX's capacity
+    service to store the decision before any recording; the PBX's capacity
     for the flow is nearly the dialplan's own, see README "Capacity")."""
 
     inbound_flow: Literal["ari", "dialplan"] = "ari"
@@ -300,6 +310,11 @@ class DialplanSettings(Section):
     # if AMI is down or refuses, the dialplan starts it) or ``dialplan`` (always the
     # dialplan, after the answer).
     recording_start: Literal["ami", "dialplan"] = "ami"
+    # How the dialplan flow's dialplan asks for the notice's decision: ``http`` (Asterisk's
+    # ``CURL()``, func_curl: the report in one write) or ``fastagi`` (``AGI()``: Asterisk
+    # writes its header a line at a time; for a PBX without func_curl). Rendered into the
+    # dialplan; the service answers both.
+    decision_request: Literal["http", "fastagi"] = "http"
     queue_context: str = Field(default="ivr-queues", pattern=_CONTEXT)
     unconfigured_context: str = Field(default="ivr-unconfigured", pattern=_CONTEXT)
     queue_max_wait: int = Field(default=300, ge=1, le=3600)

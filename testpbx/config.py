@@ -63,6 +63,7 @@ port = {node.ami_port}
 
 [fastagi]
 port = {node.fastagi_port}
+report_port = {node.report_port}
 
 [web]
 port = {node.web_port}

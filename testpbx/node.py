@@ -1,11 +1,11 @@
 """A further node of the test PBX on the same machine: several Asterisk servers, each with
 its own ``ivr serve``, sharing one PostgreSQL.
 
-The first node keeps the defaults (SIP 5060/udp, ARI 8088, AMI 5038, FastAGI 4573, console
-8080, RTP 10000-20000, Asterisk's usual directories). A further node reuses the same cached
-root; what differs is its name, its ports and the directories Asterisk writes to inside the
-root (``/etc/asterisk-<name>``, ``/var/spool/asterisk-<name>``, ...), so that two Asterisks
-never share a configuration, a control socket, an astdb or a spool.
+The first node keeps the defaults (SIP 5060/udp, ARI 8088, AMI 5038, FastAGI 4573, HTTP
+reports 4574, console 8080, RTP 10000-20000, Asterisk's usual directories). A further node
+reuses the same cached root; what differs is its name, its ports and the directories
+Asterisk writes to inside the root (``/etc/asterisk-<name>``, ``/var/spool/asterisk-<name>``,
+...), so that two Asterisks never share a configuration, a control socket, an astdb or a spool.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Node:
     http_port: int
     ami_port: int
     fastagi_port: int
+    report_port: int  # the HTTP listener for the notice's decision
     web_port: int
     rtp_start: int
     rtp_end: int
@@ -45,19 +46,21 @@ class Node:
 
     def ports(self) -> list[tuple[int, str]]:
         return [(self.sip_port, "udp"), (self.http_port, "tcp"), (self.ami_port, "tcp"),
-                (self.fastagi_port, "tcp"), (self.web_port, "tcp")]
+                (self.fastagi_port, "tcp"), (self.report_port, "tcp"), (self.web_port, "tcp")]
 
 
 def further_node(index: int) -> Node:
     """Node ``index`` (2 to 5): ``node<index>``, on ports clear of the first node's and of
     the ports SIPp takes in the tests (5071-5080, 5090-5890, 6090-6490/udp; media from
-    30000). Node 2: SIP 7060/udp, ARI 8188, AMI 5138, FastAGI 4673, console 8180, RTP
-    22000-23998; each further index adds 100 to the ports and 2000 to the RTP range."""
+    30000). Node 2: SIP 7060/udp, ARI 8188, AMI 5138, FastAGI 4673, HTTP reports 4674,
+    console 8180, RTP 22000-23998; each further index adds 100 to the ports and 2000 to the
+    RTP range."""
     if index not in FURTHER:
         raise ValueError(f"node index {index}: a further node is 2 to 5 (1 is the first node, "
                          "on the default ports)")
     step = index - 2
     return Node(name=f"node{index}", sip_port=7060 + 100 * step,
                 http_port=8188 + 100 * step, ami_port=5138 + 100 * step,
-                fastagi_port=4673 + 100 * step, web_port=8180 + 100 * step,
+                fastagi_port=4673 + 100 * step, report_port=4674 + 100 * step,
+                web_port=8180 + 100 * step,
                 rtp_start=22000 + 2000 * step, rtp_end=23998 + 2000 * step)

@@ -52,6 +52,7 @@ def placeholder_values(settings: Settings) -> dict[str, str]:
         "unconfigured_context": settings.dialplan.unconfigured_context,
         "queue_max_wait": str(settings.dialplan.queue_max_wait),
         "fastagi": f"{settings.fastagi.bind_address}:{settings.fastagi.port}",
+        "report_http": f"{settings.fastagi.bind_address}:{settings.fastagi.report_port}",
         "trunk": settings.callbacks.trunk,
         "recordings_dir": str(settings.recordings.asterisk_dir),
         "unattended_dir": str(settings.unattended.asterisk_dir),
@@ -133,7 +134,8 @@ def render(
         for path in sorted(directory.glob("*.conf")):
             texts[path.name] = fill(path.read_text(), values, str(path))
     texts[NUMBERS_FILE] = numbers_dialplan(settings)
-    texts[NOTICES_FILE] = fill(notices_dialplan(catalogue or played_catalogue(settings)),
+    texts[NOTICES_FILE] = fill(notices_dialplan(catalogue or played_catalogue(settings),
+                                                settings.dialplan.decision_request),
                                values, NOTICES_FILE)
     for name, text in texts.items():
         target = out / name

@@ -1,15 +1,13 @@
 """A FastAGI server that survives what the network throws at it: port scans, peers that
 connect and say nothing (half-open), peers that close mid-header, garbage, huge headers.
 Only Asterisk's addresses are heard; any other peer is closed unread. Each connection has
-a deadline; anything malformed is logged and the connection closed.
+a deadline; anything malformed is logged and the connection closed (``listener.py``).
 Parsing is in ``agi.py``; the handlers are the service's (one per script name)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from ivr.asterisk.agi import (
@@ -20,15 +18,12 @@ from ivr.asterisk.agi import (
     parse_reply,
     set_variable,
 )
+from ivr.asterisk.listener import Listener, since
 
 log = logging.getLogger(__name__)
 # A 520 refusal's usage text: read up to this many lines, kept up to this many characters.
 MAX_USAGE_LINES = 40
 MAX_USAGE_CHARS = 400
-
-
-class FastAgiUnavailable(RuntimeError):
-    """The FastAGI address cannot be bound (taken, or not this host's)."""
 
 
 class AgiSession:
@@ -80,70 +75,33 @@ class AgiSession:
 Handler = Callable[[AgiRequest, AgiSession], Awaitable[None]]
 
 
-class FastAgiServer:
+class FastAgiServer(Listener):
+    name = "FastAGI"
+    port_setting = "IVR_FASTAGI__PORT"
+    dropped = (TimeoutError, ConnectionError, AgiError)
+
     def __init__(self, host: str, port: int, handlers: Mapping[str, Handler],
                  header_timeout: float = 5.0, handler_timeout: float = 10.0,
                  allowed_peers: frozenset[str] = frozenset({"127.0.0.1"})) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port, header_timeout, handler_timeout, allowed_peers)
         self.handlers = handlers
-        self.allowed_peers = allowed_peers
-        self.header_timeout = header_timeout
-        self.handler_timeout = handler_timeout
-        self.served = 0
-        self.refused = 0
 
-    async def serve(self, ready: asyncio.Event | None = None) -> None:
-        """Accept connections until cancelled."""
-        try:
-            server = await asyncio.start_server(self._connection, self.host, self.port,
-                                                limit=MAX_HEADER_BYTES)
-        except OSError as exc:
-            raise FastAgiUnavailable(
-                f"FastAGI cannot listen on {self.host}:{self.port}: {exc.strerror}; stop what "
-                "holds the port or set IVR_FASTAGI__PORT") from None
-        self.port = server.sockets[0].getsockname()[1]
-        log.info("FastAGI listening", extra={"address": f"{self.host}:{self.port}"})
-        if ready is not None:
-            ready.set()
-        async with server:
-            await server.serve_forever()
+    def _limit(self) -> int:
+        return MAX_HEADER_BYTES
 
-    async def _connection(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        accepted = time.monotonic()
-        try:
-            if not peer or peer[0] not in self.allowed_peers:
-                # Not Asterisk: nothing it says is read (a report from it would be a
-                # forged decision).
-                self.refused += 1
-                log.warning("FastAGI peer refused: not an Asterisk address",
-                            extra={"peer": str(peer)[:64]})
-                return
-            request = await self._read_request(reader)
-            if request is None:
-                self.refused += 1
-                return
-            handler = self.handlers.get(request.script)
-            if handler is None:
-                self.refused += 1
-                log.warning("FastAGI script unknown", extra={"script": request.script[:64]})
-                return
-            session = AgiSession(reader, writer, self.header_timeout,
-                                 round((time.monotonic() - accepted) * 1000, 1))
-            async with asyncio.timeout(self.handler_timeout):  # no task of its own
-                await handler(request, session)
-            self.served += 1
-        except (TimeoutError, ConnectionError, AgiError) as exc:
-            log.warning("FastAGI connection dropped: %s", exc, extra={"peer": str(peer)})
-        except Exception:
-            log.exception("FastAGI handler failed", extra={"peer": str(peer)})
-        finally:
-            writer.close()
-            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-                async with asyncio.timeout(2):
-                    await writer.wait_closed()
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     accepted: float) -> bool:
+        request = await self._read_request(reader)
+        if request is None:
+            return False
+        handler = self.handlers.get(request.script)
+        if handler is None:
+            log.warning("FastAGI script unknown", extra={"script": request.script[:64]})
+            return False
+        session = AgiSession(reader, writer, self.header_timeout, since(accepted))
+        async with asyncio.timeout(self.handler_timeout):  # no task of its own
+            await handler(request, session)
+        return True
 
     async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest | None:
         try:

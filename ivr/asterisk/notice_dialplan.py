@@ -10,7 +10,8 @@ expects, in order (``ivr/flow/dialplan_notice.py`` decides from its report).
   question on, a 1 or a 2 stops the notice (Background with ``m``: other digits do not);
 - waits for the answer; on silence or another digit asks the question again, as often as
   ``consent.question_repeats`` says;
-- asks the service (FastAGI ``notice-decision``) to store the decision; records only into
+- asks the service (``notice-decision``, over HTTP with ``CURL()`` or over FastAGI, as
+  ``[dialplan] decision_request`` says) to store the decision; records only into
   the file the service names (``IVR_DECIDED``: the decision, the file or ``no``, and when
   the service started the recording over AMI, if it did; ``IVR_RECORD`` is ``no`` until
   then), and starts MixMonitor itself only when the service did not;
@@ -30,6 +31,14 @@ SCRIPT = "notice-decision"
 DIGIT_EXTENSIONS = "_[12]"
 # The caller ID as it arrived, cut to what a report or a note can carry.
 CALLER = "${URIENCODE(${CALLERID(num):0:128})}"
+# What the notice's report says: the FastAGI argument, or the body CURL() posts.
+REPORT = (f"v=1&entered=${{IVR_ENTERED}}&dialled=${{URIENCODE(${{IVR_DIALLED}})}}"
+          f"&caller={CALLER}&played=${{IVR_PLAYED}}&digit=${{IVR_DIGIT}}"
+          "&digit_at=${IVR_DIGIT_AT}&notice_end=${IVR_NOTICE_END}")
+# CURL()'s limits in seconds: the connection (the service on the same host or LAN), and
+# the whole request, above the service's own 5 s for the request and 10 s to answer it.
+CONNECT_TIMEOUT = 2
+REPORT_TIMEOUT = 16
 
 
 def context_name(notice: str) -> str:
@@ -52,7 +61,18 @@ def _segment(segment_id: str, answerable: bool) -> list[str]:
     ]
 
 
-def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
+def _ask(request: str) -> list[str]:
+    """The request for the decision, which sets ``IVR_DECIDED`` to the service's answer
+    (left empty when there is none)."""
+    if request == "fastagi":
+        return [f" same => n,AGI(agi://@@fastagi@@/{SCRIPT},{REPORT})"]
+    return [f" same => n,Set(CURLOPT(conntimeout)={CONNECT_TIMEOUT})",
+            f" same => n,Set(CURLOPT(httptimeout)={REPORT_TIMEOUT})",
+            f" same => n,Set(IVR_DECIDED=${{CURL(http://@@report_http@@/{SCRIPT}"
+            f"?channel=${{UNIQUEID}}&name=${{URIENCODE(${{CHANNEL}})}},{REPORT})}})"]
+
+
+def notice_context(catalogue: Catalogue, notice: str, request: str = "http") -> list[str]:
     segments = [catalogue.by_id(s) for s in catalogue.notice[notice].segments]
     question = next((s.id for s in segments if s.question), None)
     lines = [
@@ -94,10 +114,7 @@ def notice_context(catalogue: Catalogue, notice: str) -> list[str]:
     lines += [
         "; the service stores the decision first; it names the file only if it allows one",
         "exten => decide,1,Set(IVR_DECIDED=)",
-        f" same => n,AGI(agi://@@fastagi@@/{SCRIPT},v=1&entered=${{IVR_ENTERED}}"
-        f"&dialled=${{URIENCODE(${{IVR_DIALLED}})}}&caller={CALLER}"
-        "&played=${IVR_PLAYED}&digit=${IVR_DIGIT}&digit_at=${IVR_DIGIT_AT}"
-        "&notice_end=${IVR_NOTICE_END})",
+        *_ask(request),
         ' same => n,GotoIf($["${IVR_DECIDED}" = ""]?queue)',
         " same => n,Set(IVR_DECISION=${CUT(IVR_DECIDED,:,1)})",
         " same => n,Set(IVR_RECORD=${CUT(IVR_DECIDED,:,2)})",
@@ -135,9 +152,11 @@ def end_context() -> list[str]:
     ]
 
 
-def notices_dialplan(catalogue: Catalogue) -> str:
+def notices_dialplan(catalogue: Catalogue, request: str = "http") -> str:
+    """``request``: how the decision is asked for, ``http`` or ``fastagi``
+    (``[dialplan] decision_request``)."""
     lines = ["; Generated from the notice catalogue by `ivr asterisk-conf render`. Do not edit.",
              "; The notices the dialplan plays itself (inbound_flow = dialplan)."]
     for notice in catalogue.notice:
-        lines += [*notice_context(catalogue, notice), ""]
+        lines += [*notice_context(catalogue, notice, request), ""]
     return "\n".join([*lines, *end_context()]) + "\n"

@@ -1,7 +1,8 @@
 """The inbound call when the dialplan plays the notice (``[dialplan] inbound_flow =
 "dialplan"``): two inputs, one module.
 
-1. **The decision** (FastAGI ``notice-decision``). When the notice is over and the caller
+1. **The decision** (``notice-decision``: an HTTP request by ``CURL()``, or FastAGI, as
+   ``[dialplan] decision_request`` says). When the notice is over and the caller
    has answered (or not), ``[ivr-notice-<name>]`` reports what was played and pressed. The
    service decides (``ivr/flow/dialplan_notice.py``), opens the call's record and commits
    the decision with the recording it allows, and only then starts the recording over AMI
@@ -34,6 +35,8 @@ from pathlib import Path, PurePosixPath
 from ivr.asterisk.agi import AgiRequest
 from ivr.asterisk.ami import AmiError, AmiNoReply
 from ivr.asterisk.fastagi import AgiSession, Handler
+from ivr.asterisk.report_http import ReportRequest
+from ivr.asterisk.report_server import ReportHandler
 from ivr.calls import notes
 from ivr.calls.caller import describe_caller, printable
 from ivr.calls.inbound import CallDeps, now, opened_call, plan_recording, prompts_played
@@ -275,20 +278,41 @@ class RecordingStart:
         return f"{decision.value}:{file_name}:{int(now().timestamp() * 1000) / 1000:.3f}"
 
 
-def notice_handlers(deps: CallDeps) -> dict[str, Handler]:
-    starts = RecordingStart(deps)
+class NoticeDecisions:
+    """The notice's decision, asked for over HTTP (``CURL()``, the report in the request's
+    body) or over FastAGI (the report as the script's argument), whichever the dialplan
+    was rendered with (``[dialplan] decision_request``): stored, then answered. One
+    ``RecordingStart`` for both, so that AMI never has more than its few starts at once."""
 
-    async def decision(request: AgiRequest, agi: AgiSession) -> None:
-        channel_id = request.get("uniqueid") or ""
-        decided = await decide(deps, channel_id, request.get("arg_1") or "", agi.header_ms)
+    def __init__(self, deps: CallDeps) -> None:
+        self.deps = deps
+        self.starts = RecordingStart(deps)
+
+    async def answer(self, channel_id: str, channel_name: str, report: str,
+                     header_ms: float) -> str | None:
+        """The dialplan's ``IVR_DECIDED``, or ``None`` when nothing was stored."""
+        decided = await decide(self.deps, channel_id, report, header_ms)
         if decided is None:
-            return
-        # The dialplan splits the answer into IVR_DECISION, IVR_RECORD and
-        # IVR_RECORDING_AT.
-        await agi.set("IVR_DECIDED", await starts.answer(
-            channel_id, request.get("channel") or "", *decided))
+            return None
+        return await self.starts.answer(channel_id, channel_name, *decided)
 
-    return {SCRIPT: decision}
+    async def over_http(self, request: ReportRequest, body: str, header_ms: float) -> str:
+        # CURL() sets IVR_DECIDED to the answer's body: empty, no decision.
+        return await self.answer(request.get("channel") or "", request.get("name") or "",
+                                 body, header_ms) or ""
+
+    async def over_fastagi(self, request: AgiRequest, agi: AgiSession) -> None:
+        answered = await self.answer(request.get("uniqueid") or "",
+                                     request.get("channel") or "",
+                                     request.get("arg_1") or "", agi.header_ms)
+        if answered is not None:
+            await agi.set("IVR_DECIDED", answered)
+
+    def http_handlers(self) -> dict[str, ReportHandler]:
+        return {f"/{SCRIPT}": self.over_http}
+
+    def fastagi_handlers(self) -> dict[str, Handler]:
+        return {SCRIPT: self.over_fastagi}
 
 
 # the end ---------------------------------------------------------------------------------

@@ -733,8 +733,11 @@ def test_the_reports_here_are_the_ones_the_dialplan_writes() -> None:
     """The fields these tests write, in order, are the ones the generated dialplan writes
     (a field renamed or added there would make every test above test something else)."""
     dialplan = notices_dialplan(load_catalogue())
-    reports = set(re.findall(r"AGI\(agi://@@fastagi@@/notice-decision,(.*)\)$", dialplan,
-                             re.MULTILINE))
+    reports = set(re.findall(r"CURL\(http://@@report_http@@/notice-decision\?[^,]*,(.*)\)\}\)$",
+                             dialplan, re.MULTILINE))
+    over_fastagi = notices_dialplan(load_catalogue(), "fastagi")
+    assert reports == set(re.findall(r"AGI\(agi://@@fastagi@@/notice-decision,(.*)\)$",
+                                     over_fastagi, re.MULTILINE))
     [ends] = re.findall(r"\.notice,,,a\)=(.*)\)$", dialplan, re.MULTILINE)
     assert [field_names(r) for r in reports] == [field_names(CONSENT.report())]
     assert field_names(ends) == field_names(CONSENT.note("1795404928.1"))

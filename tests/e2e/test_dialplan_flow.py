@@ -445,10 +445,14 @@ async def test_an_agent_answers_the_consenting_caller_and_no_call_is_owed(
 
 
 # the service away ------------------------------------------------------------------------
-def fastagi_listening(node: DialplanNode) -> bool:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.settimeout(1)
-        return probe.connect_ex(("127.0.0.1", NODE.fastagi_port)) == 0
+def service_listening(node: DialplanNode) -> bool:
+    """Whether anything answers on node 3's ports for the decision (HTTP or FastAGI)."""
+    for port in (NODE.report_port, NODE.fastagi_port):
+        with contextlib.closing(socket.socket()) as probe:
+            probe.settimeout(1)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+    return False
 
 
 async def end_note(node: DialplanNode, caller: str, wait: float = 10.0) -> Ended:
@@ -476,7 +480,7 @@ async def test_with_the_service_away_the_caller_reaches_the_queue_unrecorded(
     node = dialplan_node
     caller = "031000810"
     since = time.time()
-    assert not fastagi_listening(node), "a service answers on node 3's FastAGI port"
+    assert not service_listening(node), "a service answers on node 3's decision ports"
     result = await node.sipp.call("040404040", caller=caller,
                                   actions=(DURING_QUESTION, Press("1")), hold_ms=3000)
     assert result.ok, result.errors()
@@ -532,3 +536,40 @@ async def test_with_ami_away_the_dialplan_starts_the_recording_itself(
     recorded(node, r)
     assert r["channel_id"] not in by_ami
     assert [e.get("call") for e in left_to_the_dialplan] == [r["channel_id"]]
+
+
+# the decision asked over FastAGI -------------------------------------------------------------
+def decide_steps(node: DialplanNode) -> str:
+    return node.pbx.cli("dialplan show decide@ivr-notice-service").stdout
+
+
+async def test_over_fastagi_the_decision_is_stored_then_the_consent_recorded(
+        dialplan_node: DialplanNode, new_database: Any, tmp_path: Path) -> None:
+    """By default the dialplan asks for the decision over HTTP (CURL()); a PBX without
+    func_curl renders it with ``decision_request = "fastagi"`` and asks over AGI(). The
+    service answers there the same: the decision stored, then the consenting caller
+    recorded into the file it names."""
+    node = dialplan_node
+    caller = "031000814"
+    await idle(node)
+    assert "CURL(http://" in decide_steps(node) and "AGI(" not in decide_steps(node)
+    env = {**node.env, "IVR_DIALPLAN__DECISION_REQUEST": "fastagi"}
+    Asterisk(node.pbx.paths, settings_with(node.pbx.paths.settings_file, env)).configure()
+    node.pbx.cli("dialplan reload")
+    try:
+        assert "AGI(agi://" in decide_steps(node) and "CURL(" not in decide_steps(node)
+        async with migrated_database(new_database) as url, \
+                running_service(node.pbx, url, tmp_path / "service.log", env) as service:
+            result = await node.sipp.call("040404040", caller=caller,
+                                          actions=(DURING_QUESTION, Press("1")), hold_ms=3000)
+            assert result.ok, result.errors()
+            rows, _ = await settled(service, [caller])
+            by_ami = started_over_ami(service)
+    finally:
+        node.pbx.configure()
+        node.pbx.cli("dialplan reload")
+    assert "CURL(http://" in decide_steps(node)
+    r = rows[caller]
+    assert (r["decision"], r["digit"]) == ("consent", "1")
+    recorded(node, r)
+    assert r["channel_id"] in by_ami

@@ -79,14 +79,15 @@ def test_no_secret_reaches_a_log(pbx: Asterisk) -> None:
 
 async def test_every_listening_port_is_bound_to_the_configured_address(
         pbx: Asterisk, service_runner: Any, tmp_path: Path) -> None:
-    """SIP, ARI (HTTP), AMI, FastAGI and the console listen on 127.0.0.1 only."""
+    """SIP, ARI (HTTP), AMI, FastAGI, the HTTP reports and the console listen on 127.0.0.1
+    only."""
     import subprocess
 
     async with service_runner.database() as url, service_runner.run(
             url, tmp_path / "service.log"):
         listening = subprocess.run(["ss", "-H", "-lntu"], capture_output=True, text=True,
                                    check=True).stdout.splitlines()
-    ports = {"5060", "8088", "5038", "4573", "8080"}
+    ports = {"5060", "8088", "5038", "4573", "4574", "8080"}
     seen: dict[str, str] = {}
     for line in listening:
         local = line.split()[4]

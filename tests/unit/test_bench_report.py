@@ -186,7 +186,7 @@ def test_the_baseline_names_its_recording_with_the_digit_and_mixmonitor_times() 
 
 def test_the_decision_log_gives_when_stored_and_the_service_part(tmp_path: Path) -> None:
     """Each "decision stored" line: when (after the commit) and, where it says, how long
-    the service took from the report, and from the FastAGI accept to the report; other
+    the service took from the report, and from the connection's accept to the report; other
     lines and broken ones are passed over."""
     log = tmp_path / "service.log"
     log.write_text(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -14,24 +14,16 @@ import pytest
 from ivr.asterisk.agi import AgiError, AgiRequest, parse_reply, set_variable
 from ivr.asterisk.fastagi import AgiSession, FastAgiServer, Handler
 
+from .listening import listening
+
 REQUEST = (b"agi_network: yes\nagi_network_script: callback-dial\nagi_channel: PJSIP/agent1-1\n"
            b"agi_uniqueid: 1795.1\nagi_callerid: agent1\nagi_extension: 031000808\n\n")
 
 
-@contextlib.asynccontextmanager
-async def serving(handler: Handler, **options: Any) -> AsyncIterator[FastAgiServer]:
+def serving(handler: Handler, **options: Any) -> AbstractAsyncContextManager[FastAgiServer]:
     """A server with ``handler`` as its ``callback-dial``, until the block ends."""
-    server = FastAgiServer("127.0.0.1", 0, {"callback-dial": handler}, header_timeout=0.3,
-                           handler_timeout=2, **options)
-    ready = asyncio.Event()
-    task = asyncio.create_task(server.serve(ready))
-    await ready.wait()
-    try:
-        yield server
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    return listening(FastAgiServer("127.0.0.1", 0, {"callback-dial": handler},
+                                   header_timeout=0.3, handler_timeout=2, **options))
 
 
 async def start(handler_calls: list[str]) -> tuple[FastAgiServer, asyncio.Task[None]]:

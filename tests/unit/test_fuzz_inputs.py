@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ivr.asterisk.agi import AgiError, AgiRequest, parse_reply
 from ivr.asterisk.ari_events import AriEventError, parse_event
+from ivr.asterisk.report_http import MAX_BODY_BYTES, ReportError, ReportRequest, body_text
 from ivr.calls.caller import describe_caller
 from ivr.policy.numbers import InvalidNumber, to_e164
 
@@ -47,6 +48,23 @@ def test_fastagi_header_blocks_and_replies_of_any_bytes(data: bytes) -> None:
     for parse in (AgiRequest.parse, parse_reply):
         with contextlib.suppress(AgiError):
             parse(data)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=4096))
+def test_http_report_heads_and_bodies_of_any_bytes(data: bytes) -> None:
+    for parse in (ReportRequest.parse, body_text):
+        with contextlib.suppress(ReportError):
+            parse(data)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=600))
+def test_http_report_heads_of_any_text_after_a_request_line(text: str) -> None:
+    head = "POST /notice-decision?channel=1.1 HTTP/1.1\r\n" + text
+    with contextlib.suppress(ReportError, UnicodeEncodeError):
+        request = ReportRequest.parse(head.encode())
+        assert 0 <= request.content_length <= MAX_BODY_BYTES
 
 
 @settings(max_examples=500)

@@ -22,6 +22,8 @@ from ivr.asterisk.conf import (
     numbers_dialplan,
     render,
 )
+from ivr.asterisk.notice_dialplan import CONNECT_TIMEOUT, REPORT_TIMEOUT
+from ivr.asterisk.report_server import ReportServer
 from ivr.calls.dialplan_notice import END_FIELDS, HEARD_FIELDS, NOTE_SUFFIX, SCRIPT
 from ivr.notices.catalogue import (
     MANIFEST,
@@ -97,6 +99,9 @@ SETTINGS: dict[str, dict[str, object]] = {
         "consent": ConsentSettings(question_repeats=3, answer_timeout=7.5),
         "fastagi": FastAgiSettings(bind_address=IPv4Address("192.0.2.7"), port=4599)},
     "never asked again": {"consent": ConsentSettings(question_repeats=0)},
+    "over FastAGI, other ports": {
+        "dialplan": DialplanSettings(inbound_flow="dialplan", decision_request="fastagi"),
+        "fastagi": FastAgiSettings(port=4600, report_port=4601)},
 }
 
 
@@ -196,34 +201,67 @@ def test_rule_1_mixmonitor_only_after_the_decision_and_only_into_the_services_fi
         dialplan: Dialplan, settings: Settings, notice: str) -> None:
     steps = dialplan[f"ivr-notice-{notice}"]
     decide = [s for s in steps if s.exten == "decide"]
-    fastagi = f"{settings.fastagi.bind_address}:{settings.fastagi.port}"
     # No answer from before counts: cleared, then asked.
     assert decide[0] == Step("decide", None, "Set", "IVR_DECIDED=")
-    assert decide[1].app == "AGI"
-    assert decide[1].args.startswith(f"agi://{fastagi}/{SCRIPT},")
-    mixmonitor = [i for i, s in enumerate(decide) if s.app == "MixMonitor"]
-    assert mixmonitor == [9]
+    asked = len(_asking(decide, settings))
+    then = decide[1 + asked:]
+    mixmonitor = [i for i, s in enumerate(then) if s.app == "MixMonitor"]
+    assert mixmonitor == [7]
     # The service's one answer, "<decision>:<file or no>[:<started>]", split; no answer:
     # no recording.
-    assert decide[2] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
-    assert decide[3] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
-    assert decide[4] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
-    assert decide[5] == Step("decide", None, "GotoIf",
-                             '$["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue')
+    assert then[0] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
+    assert then[1] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
+    assert then[2] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
+    assert then[3] == Step("decide", None, "GotoIf",
+                           '$["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue')
     # The service started it over AMI (the answer says when): the dialplan starts none.
-    assert decide[6] == Step("decide", None, "Set",
-                             "IVR_RECORDING_AT=${CUT(IVR_DECIDED,:,3)}")
-    assert decide[7] == Step("decide", None, "GotoIf",
-                             '$["${IVR_RECORDING_AT}" != ""]?queue')
-    assert decide[8].app == "Set" and decide[8].args.startswith("IVR_RECORDING_AT=${STRF")
-    assert decide[9].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
-                              "i(IVR_MIXMONITOR_ID)")
-    labelled = [i for i, s in enumerate(decide) if s.label == "queue"]
-    assert len(labelled) == 1 and labelled[0] > 9  # the skips land past MixMonitor
+    assert then[4] == Step("decide", None, "Set", "IVR_RECORDING_AT=${CUT(IVR_DECIDED,:,3)}")
+    assert then[5] == Step("decide", None, "GotoIf", '$["${IVR_RECORDING_AT}" != ""]?queue')
+    assert then[6].app == "Set" and then[6].args.startswith("IVR_RECORDING_AT=${STRF")
+    assert then[7].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
+                            "i(IVR_MIXMONITOR_ID)")
+    labelled = [i for i, s in enumerate(then) if s.label == "queue"]
+    assert len(labelled) == 1 and labelled[0] > 7  # the skips land past MixMonitor
     assert decide[-1] == Step(
         "decide", None, "Goto", f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
     # MixMonitor nowhere else, in any context.
-    assert [s for s in steps if s.app == "MixMonitor"] == [decide[9]]
+    assert [s for s in steps if s.app == "MixMonitor"] == [then[7]]
+
+
+def _asking(decide: list[Step], settings: Settings) -> list[Step]:
+    """The steps that ask the service for the decision, as ``decision_request`` says; each
+    sets ``IVR_DECIDED`` to the answer or leaves it empty."""
+    address = settings.fastagi.bind_address
+    if settings.dialplan.decision_request == "fastagi":
+        assert decide[1].app == "AGI"
+        assert decide[1].args.startswith(f"agi://{address}:{settings.fastagi.port}/{SCRIPT},")
+        return decide[1:2]
+    assert decide[1:3] == [
+        Step("decide", None, "Set", f"CURLOPT(conntimeout)={CONNECT_TIMEOUT}"),
+        Step("decide", None, "Set", f"CURLOPT(httptimeout)={REPORT_TIMEOUT}")]
+    assert decide[3].app == "Set"
+    assert decide[3].args.startswith(
+        f"IVR_DECIDED=${{CURL(http://{address}:{settings.fastagi.report_port}/{SCRIPT}"
+        "?channel=${UNIQUEID}&name=${URIENCODE(${CHANNEL})},v=1&")
+    assert decide[3].args.endswith(")}")
+    return decide[1:4]
+
+
+def _report(decide: list[Step], settings: Settings) -> str:
+    """The report's fields as the dialplan sends them (the FastAGI argument, or the body
+    CURL() posts)."""
+    asking = _asking(decide, settings)[-1].args
+    _, _, report = asking.partition(",")
+    return report if settings.dialplan.decision_request == "fastagi" else report[:-2]
+
+
+def test_the_dialplan_waits_for_the_answer_longer_than_the_service_takes() -> None:
+    """CURL() gives up only after the service would have: its answer is never cut off by
+    the dialplan's own deadline while it stands (a recording started, the dialplan told
+    nothing: the end note says so, but the dialplan would not know)."""
+    server = ReportServer("127.0.0.1", 0, {})
+    assert server.header_timeout + server.handler_timeout < REPORT_TIMEOUT
+
 
 
 def test_rule_1_nothing_records_outside_the_decision(dialplan: Dialplan) -> None:
@@ -278,10 +316,10 @@ def _fields(query: str) -> list[str]:
 
 @pytest.mark.parametrize("notice", NOTICES)
 def test_rule_3_the_report_carries_exactly_the_fields_the_service_parses(
-        dialplan: Dialplan, notice: str) -> None:
-    agi = [s for s in dialplan[f"ivr-notice-{notice}"] if s.app == "AGI"]
-    assert len(agi) == 1
-    _, _, argument = agi[0].args.partition(",")
+        dialplan: Dialplan, settings: Settings, notice: str) -> None:
+    steps = dialplan[f"ivr-notice-{notice}"]
+    assert len([s for s in steps if s.app == "AGI" or "CURL(" in s.args]) == 1
+    argument = _report([s for s in steps if s.exten == "decide"], settings)
     assert _fields(argument) == list(HEARD_FIELDS)
     assert argument.startswith("v=1&")
 

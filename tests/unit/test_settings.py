@@ -225,6 +225,23 @@ def test_fastagi_hears_this_host_and_the_asterisk_addresses_named(
         get_settings()
 
 
+def test_the_decisions_listeners_need_a_port_each_and_a_known_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastAGI and the HTTP reports cannot share a port (one would not start); the way the
+    dialplan asks is one of the two the service answers."""
+    monkeypatch.setenv("IVR_MODE", "test")
+    assert (get_settings().fastagi.report_port, get_settings().dialplan.decision_request) == (
+        4574, "http")
+    monkeypatch.setenv("IVR_FASTAGI__REPORT_PORT", "4573")
+    with pytest.raises(ValidationError, match="report_port 4573 is FastAGI's port too"):
+        get_settings()
+    monkeypatch.delenv("IVR_FASTAGI__REPORT_PORT")
+    monkeypatch.setenv("IVR_DIALPLAN__DECISION_REQUEST", "ari")
+    with pytest.raises(ValidationError, match=r"dialplan\.decision_request"):
+        get_settings()
+
+
 # --- sources: environment, file, defaults ----------------------------------------------------
 
 

@@ -1,0 +1,28 @@
+"""A listener for the dialplan (FastAGI, the HTTP reports) served for one test's block."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+import pytest
+
+from ivr.asterisk.listener import Listener
+
+L = TypeVar("L", bound=Listener)
+
+
+@contextlib.asynccontextmanager
+async def listening(server: L) -> AsyncIterator[L]:
+    """``server`` accepting connections (its port known) until the block ends."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready))
+    await ready.wait()
+    try:
+        yield server
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
