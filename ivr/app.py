@@ -30,7 +30,7 @@ from ivr.calls.unattended import collect_unattended
 from ivr.jobs.deletion import DeletionJob
 from ivr.jobs.recording_moves import RecordingMoveJob
 from ivr.metrics.event_loop import watch_lag
-from ivr.metrics.health import Health, ami_check, ari_check, database_check
+from ivr.metrics.health import Health, ami_check, ari_check, curl_check, database_check
 from ivr.metrics.in_process import Metrics
 from ivr.node_lock import node_held
 from ivr.notices.audio import verify
@@ -65,8 +65,12 @@ async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
     metrics = Metrics()
     ami = AmiClient(settings.ami, on_reconnect=metrics.ami_reconnected)
     ari_connected = ari.events_up  # up while ARI's events websocket is connected
-    health = Health({"database": database_check(db), "ari": ari_check(ari, ari_connected),
-                     "ami": ami_check(ami)}, timeout=HEALTH_TIMEOUT)
+    checks = {"database": database_check(db), "ari": ari_check(ari, ari_connected),
+              "ami": ami_check(ami)}
+    if (settings.dialplan.inbound_flow, settings.dialplan.decision_request) == ("dialplan",
+                                                                                "http"):
+        checks["decision_requests"] = curl_check(ami)
+    health = Health(checks, timeout=HEALTH_TIMEOUT)
     stop = stop or asyncio.Event()
     audit = AuditLog(db)
     records = DurableRecords.for_node(settings, db, audit)
@@ -84,6 +88,11 @@ async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
         log.error("database not reachable at start: %s; calls go on unrecorded until it is",
                   exc)
     await ami.connect()
+    if "decision_requests" in checks:  # said at start; /healthz says it while it lasts
+        asked = Health({"decision_requests": checks["decision_requests"]}, HEALTH_TIMEOUT)
+        for part in (await asked.report()).parts:
+            if not part.up:
+                log.error("decisions cannot be asked for: %s", part.reason)
     freeze_startup_heap()
     try:
         async with asyncio.TaskGroup() as tasks:

@@ -145,6 +145,19 @@ class AmiClient:
             raise AmiError(f"AMI {fields['Action']}: {message}")
         return reply
 
+    async def module_loaded(self, module: str) -> bool:
+        """Whether Asterisk has ``module`` (``func_curl``) loaded now (AMI ``ModuleCheck``;
+        any other error, AMI away included, is raised)."""
+        try:
+            await self.action({"Action": "ModuleCheck", "Module": module})
+        except AmiNoReply:
+            raise
+        except AmiError as exc:
+            if "not loaded" in str(exc).lower():
+                return False
+            raise
+        return True
+
     async def queue_load(self, queue: str) -> tuple[int, int]:
         """Callers waiting in ``queue`` and agents available to it, right now."""
         if not self.logged_in.is_set() or self._manager.protocol is None:

@@ -86,6 +86,9 @@ class Health:
 
 
 # The checks of this service's parts ------------------------------------------------------
+CURL_MODULE = "func_curl"
+
+
 def database_check(db: Database) -> Check:
     """PostgreSQL answers ``SELECT 1``."""
 
@@ -113,5 +116,21 @@ def ami_check(ami: AmiClient) -> Check:
     async def check() -> None:
         if not ami.logged_in.is_set():
             raise PartDown("AMI is not logged in")
+
+    return check
+
+
+def curl_check(ami: AmiClient) -> Check:
+    """Asterisk has func_curl loaded, without which the dialplan flow's dialplan, rendered
+    to ask for decisions over HTTP (``[dialplan] decision_request = "http"``), asks nobody:
+    every caller would go to the queue unrecorded, whatever they pressed."""
+
+    async def check() -> None:
+        if not ami.logged_in.is_set():
+            raise PartDown("AMI is not logged in: whether Asterisk has func_curl is not known")
+        if not await ami.module_loaded(CURL_MODULE):
+            raise PartDown(f"Asterisk has no {CURL_MODULE} loaded: the dialplan cannot ask "
+                           "for decisions and records nobody; load it (modules.conf) or set "
+                           '[dialplan] decision_request = "fastagi"')
 
     return check

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ivr.calls.dialplan_notice import NOTE_SUFFIX, Ended, parse_end
@@ -573,3 +574,40 @@ async def test_over_fastagi_the_decision_is_stored_then_the_consent_recorded(
     assert (r["decision"], r["digit"]) == ("consent", "1")
     recorded(node, r)
     assert r["channel_id"] in by_ami
+
+
+async def test_without_func_curl_the_service_says_so_and_nobody_is_recorded(
+        dialplan_node: DialplanNode, new_database: Any, tmp_path: Path) -> None:
+    """Asterisk without func_curl (unloaded here): the dialplan's CURL() asks nobody. The
+    service says so at start and /healthz names the part down, with what to do, until the
+    module is loaded again. A caller who consents meanwhile reaches the queue unrecorded
+    (the safe side), and gets the decision the report allows from the end note."""
+    node = dialplan_node
+    caller = "031000815"
+    await idle(node)
+    assert "unloaded" in node.pbx.cli("module unload func_curl.so").stdout.lower()
+    try:
+        async with migrated_database(new_database) as url, \
+                running_service(node.pbx, url, tmp_path / "service.log", node.env) as service:
+            result = await node.sipp.call("040404040", caller=caller,
+                                          actions=(DURING_QUESTION, Press("1")), hold_ms=3000)
+            assert result.ok, result.errors()
+            rows, _ = await settled(service, [caller])
+            said = [str(e["message"]) for e in service.entries()
+                    if str(e.get("message", "")).startswith("decisions cannot be asked for")]
+            base = f"http://127.0.0.1:{NODE.web_port}"
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                down = await client.get("/healthz")
+                node.pbx.cli("module load func_curl.so")
+                up = await client.get("/healthz")
+    finally:
+        node.pbx.cli("module load func_curl.so")
+    assert len(said) == 1 and "no func_curl loaded" in said[0], said
+    assert down.status_code == 503 and down.json()["down"] == ["decision_requests"], down.text
+    assert down.json()["parts"]["decision_requests"]["reason"].endswith(
+        'or set [dialplan] decision_request = "fastagi"')
+    assert up.status_code == 200, up.text
+    r = rows[caller]
+    assert (r["decision"], r["digit"]) == ("consent", "1")
+    assert r["decided_at"] >= r["ended_at"]  # from the end note, once the call was over
+    not_recorded(node, r)

@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError, AmiNoReply
+from ivr.metrics.health import PartDown, curl_check
 from ivr.settings import AmiSettings
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
@@ -322,5 +323,33 @@ def test_a_recording_asked_for_as_the_connection_drops_fails_within_the_timeout(
         await dropping
         await ami.session()  # logged in again; MixMonitor is never replayed (forgetable)
         await until(client.logged_in.is_set)
+
+    run(scenario)
+
+
+def test_whether_func_curl_is_loaded_is_asked_of_ami_and_read() -> None:
+    """ModuleCheck: loaded (Success with its version), not loaded (the error Asterisk
+    gives, the health check's "down"), or another error, which is not taken for either."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        check = curl_check(client)
+
+        async def answer(**fields: str) -> None:
+            action = await session.action()
+            assert (action["action"], action["module"]) == ("ModuleCheck", "func_curl")
+            session.reply(action, **fields)
+
+        answering = asyncio.create_task(answer(Version="22.6.0"))
+        await check()
+        await answering
+        answering = asyncio.create_task(answer(Response="Error", Message="Module not loaded"))
+        with pytest.raises(PartDown, match="no func_curl loaded: the dialplan cannot ask"):
+            await check()
+        await answering
+        answering = asyncio.create_task(answer(Response="Error",
+                                               Message="Permission denied"))
+        with pytest.raises(AmiError, match="Permission denied"):
+            await client.module_loaded("func_curl")
+        await answering
 
     run(scenario)
