@@ -145,7 +145,8 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
         row |= {"recordings": len(files), "receipts": None,
                 "digit_to_mixmonitor_ms_p99": percentile(after_notice, 0.99)}
     else:
-        row |= await service_figures(ctx, prefix, log_offset)
+        figures, files = await service_figures(ctx, prefix, log_offset)
+        row |= figures
         lag_after = await scrape_lag(ctx.metrics_url)
         row |= {"service_loop_lag_ms_p99": lag_ms(lag_before, lag_after, 0.99),
                 "service_loop_lag_ms_max": lag_ms(lag_before, lag_after, 1.0)}
@@ -162,7 +163,15 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     complete = row["recordings"] == attempted and (ctx.variant == "baseline"
                                                    or row["receipts"] == attempted)
     row["clean"] = attempted > 0 and row["failed"] == 0 and complete
+    remove_counted(files)
     return row
+
+
+def remove_counted(files: list[Path]) -> None:
+    """The step's recordings, once counted: the spool the bench shares with the test PBX
+    would otherwise keep every one (some 16,000 files, 0.8 GB, a run)."""
+    for path in files:
+        path.unlink(missing_ok=True)
 
 
 async def place(ctx: Context, step_dir: Path, caller_prefix: str, how: str, press_ms: int,
@@ -233,7 +242,10 @@ async def settle(ctx: Context, prefix: str, expected: int, wait: float = 45.0) -
         await asyncio.sleep(0.5)
 
 
-async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[str, Any]:
+async def service_figures(ctx: Context, prefix: str, log_offset: int
+                          ) -> tuple[dict[str, Any], list[Path]]:
+    """The step's figures from the calls' rows and the service's log, and the recordings
+    counted."""
     async with ctx.engine.connect() as connection:
         rows = [dict(r) for r in (await connection.execute(
             text(CALLS_SQL), {"prefix": prefix + "%"})).mappings()]
@@ -277,7 +289,7 @@ async def service_figures(ctx: Context, prefix: str, log_offset: int) -> dict[st
         "accept_to_report_ms_p99": percentile(accept_to_header, 0.99),
         "stored_to_mixmonitor_ms_p99": percentile(stored_to_record, 0.99),
         "report_to_decision_stored_ms_p99": percentile(report_to_stored, 0.99),
-    }
+    }, [ctx.recordings / r["file_name"] for r in recorded]
 
 
 def baseline_stamps(path: Path) -> tuple[str, float | None]:

@@ -38,6 +38,7 @@ from bench.steps import (
     baseline_stamps,
     decision_log_times,
     peak_concurrency,
+    remove_counted,
     started_over_ami,
 )
 from ivr.metrics.exposition import exposition
@@ -421,3 +422,15 @@ def test_the_ratio_says_when_a_capacity_is_only_a_lower_bound() -> None:
         text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m",
                          "rows": []})
         assert said in text.splitlines()[4], text
+
+
+def test_a_steps_counted_recordings_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """The spool is the test PBX's too: only the files the step counted go (one already
+    gone is no error)."""
+    counted = [tmp_path / "baseline-1.1-0312000001-1.0-1.1.wav", tmp_path / "ab.wav"]
+    other = tmp_path / "a-test-s-own.wav"
+    for path in (*counted, other):
+        path.write_bytes(b"RIFF")
+    remove_counted([*counted, tmp_path / "never-there.wav"])
+    assert sorted(tmp_path.iterdir()) == [other]
+
