@@ -167,9 +167,28 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     return row
 
 
+async def run_to_end(args: list[str], log: Path, cwd: Path, seconds: float) -> None:
+    """Run ``args`` (SIPp) with its output in ``log``, killed after ``seconds``
+    (its unfinished calls then count as failed) or when the bench is interrupted (Ctrl-C
+    cancels the step): no SIPp is left behind."""
+    with open(log, "wb") as out:  # noqa: ASYNC230 (opened once)
+        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=out, stderr=out, cwd=cwd)
+        try:
+            await asyncio.wait_for(proc.wait(), seconds)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        finally:
+            if proc.returncode is None:  # cancelled
+                proc.kill()
+                await asyncio.shield(proc.wait())
+
+
 def remove_counted(files: list[Path]) -> None:
     """The step's recordings, once counted: the spool the bench shares with the test PBX
-    would otherwise keep every one (some 16,000 files, 0.8 GB, a run)."""
+    would otherwise keep every one (24,836 files for the run of 2026-11-24 in
+    bench/results.*; with the probes of that morning, 28,969 files and 2.1 GB)."""
     for path in files:
         path.unlink(missing_ok=True)
 
@@ -191,17 +210,7 @@ async def place(ctx: Context, step_dir: Path, caller_prefix: str, how: str, pres
             "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_rtt", "-rtt_freq", "1",
             "-timeout", f"{timeout}s", "-nostdin", "-trace_err", "-error_file",
             str(step_dir / f"{how}-errors.log"), ctx.sipp.pbx]
-    with open(step_dir / f"{how}.log", "wb") as out:  # noqa: ASYNC230 (opened once)
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=out, stderr=out, cwd=step_dir)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout + 15)
-        except TimeoutError:
-            proc.kill()  # its unfinished calls count as failed
-            await proc.wait()
-        finally:
-            if proc.returncode is None:  # the bench interrupted (Ctrl-C): no SIPp left
-                proc.kill()
+    await run_to_end(args, step_dir / f"{how}.log", step_dir, timeout + 15)
     succeeded, failed = sipp_counts(stats)
     return {"attempted": calls, "succeeded": succeeded, "failed": failed,
             "rtt": response_times(step_dir, path.stem)}

@@ -39,6 +39,7 @@ from bench.steps import (
     decision_log_times,
     peak_concurrency,
     remove_counted,
+    run_to_end,
     started_over_ami,
 )
 from ivr.metrics.exposition import exposition
@@ -433,4 +434,36 @@ def test_a_steps_counted_recordings_are_removed_and_nothing_else(tmp_path: Path)
         path.write_bytes(b"RIFF")
     remove_counted([*counted, tmp_path / "never-there.wav"])
     assert sorted(tmp_path.iterdir()) == [other]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_an_interrupted_step_leaves_no_sipp_and_a_stuck_one_is_ended(
+        tmp_path: Path) -> None:
+    """Ctrl-C cancels the step: the process it runs is killed and reaped, not left to go
+    on placing calls. One that outlives its time is killed too."""
+    pid_file = tmp_path / "pid"
+    command = ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"]
+    step = asyncio.create_task(run_to_end(command, tmp_path / "a.log", tmp_path, 30))
+    for _ in range(200):
+        if pid_file.is_file() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.01)
+    pid = int(pid_file.read_text())
+    assert alive(pid)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert not alive(pid)
+    pid_file.unlink()
+    started = asyncio.get_running_loop().time()
+    await run_to_end(command, tmp_path / "b.log", tmp_path, 0.3)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert not alive(int(pid_file.read_text()))
 
