@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 
+from ivr.asterisk.fastagi import FastAgiServer
+from ivr.asterisk.listener import Listener, ListenerUnavailable
 from ivr.asterisk.report_http import ReportError, ReportRequest, answer
 from ivr.asterisk.report_server import ReportHandler, ReportServer
 
@@ -153,3 +157,23 @@ def test_a_request_head_parses_or_is_refused() -> None:
                 head + b"\r\nX: y" * 40):
         with pytest.raises(ReportError):
             ReportRequest.parse(bad)
+
+
+@pytest.mark.parametrize(("make", "setting"), [
+    (lambda port: ReportServer("127.0.0.1", port, {}), "IVR_FASTAGI__REPORT_PORT"),
+    (lambda port: FastAgiServer("127.0.0.1", port, {}), "IVR_FASTAGI__PORT"),
+])
+async def test_a_port_taken_is_a_clear_error_naming_the_setting(
+        make: Callable[[int], Listener], setting: str) -> None:
+    """``ivr serve`` stops with one line (ivr/cli.py prints it), not a traceback."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        with pytest.raises(ListenerUnavailable) as raised:
+            await make(port).serve()
+    finally:
+        holder.close()
+    assert str(raised.value).startswith(f"{make(port).name} cannot listen on 127.0.0.1:{port}: ")
+    assert str(raised.value).endswith(f"stop what holds the port or set {setting}")
