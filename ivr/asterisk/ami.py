@@ -150,8 +150,6 @@ class AmiClient:
         any other error, AMI away included, is raised)."""
         try:
             await self.action({"Action": "ModuleCheck", "Module": module})
-        except AmiNoReply:
-            raise
         except AmiError as exc:
             if "not loaded" in str(exc).lower():
                 return False

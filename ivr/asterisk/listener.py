@@ -23,6 +23,7 @@ class Listener:
 
     name = "listener"  # as the logs and errors name it
     port_setting = ""  # the environment variable that moves it
+    limit = 8192  # the longest request head read, in bytes
     dropped: tuple[type[Exception], ...] = (TimeoutError, ConnectionError)
 
     def __init__(self, host: str, port: int, header_timeout: float, handler_timeout: float,
@@ -39,7 +40,7 @@ class Listener:
         """Accept connections until cancelled."""
         try:
             server = await asyncio.start_server(self._connection, self.host, self.port,
-                                                limit=self._limit())
+                                                limit=self.limit)
         except OSError as exc:
             raise ListenerUnavailable(
                 f"{self.name} cannot listen on {self.host}:{self.port}: {exc.strerror}; stop "
@@ -50,9 +51,6 @@ class Listener:
             ready.set()
         async with server:
             await server.serve_forever()
-
-    def _limit(self) -> int:
-        raise NotImplementedError
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      accepted: float) -> bool:

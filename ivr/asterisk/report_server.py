@@ -31,15 +31,13 @@ class ReportServer(Listener):
     name = "HTTP reports"
     port_setting = "IVR_FASTAGI__REPORT_PORT"
     dropped = (TimeoutError, ConnectionError, ReportError)
+    limit = MAX_HEAD_BYTES
 
     def __init__(self, host: str, port: int, handlers: Mapping[str, ReportHandler],
                  header_timeout: float = 5.0, handler_timeout: float = 10.0,
                  allowed_peers: frozenset[str] = frozenset({"127.0.0.1"})) -> None:
         super().__init__(host, port, header_timeout, handler_timeout, allowed_peers)
         self.handlers = handlers
-
-    def _limit(self) -> int:
-        return MAX_HEAD_BYTES
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      accepted: float) -> bool:
