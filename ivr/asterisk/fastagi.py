@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from ivr.asterisk.agi import (
     MAX_HEADER_BYTES,
@@ -75,17 +75,11 @@ class AgiSession:
 Handler = Callable[[AgiRequest, AgiSession], Awaitable[None]]
 
 
-class FastAgiServer(Listener):
+class FastAgiServer(Listener[Handler]):
     name = "FastAGI"
     port_setting = "IVR_FASTAGI__PORT"
     dropped = (TimeoutError, ConnectionError, AgiError)
     limit = MAX_HEADER_BYTES
-
-    def __init__(self, host: str, port: int, handlers: Mapping[str, Handler],
-                 header_timeout: float = 5.0, handler_timeout: float = 10.0,
-                 allowed_peers: frozenset[str] = frozenset({"127.0.0.1"})) -> None:
-        super().__init__(host, port, header_timeout, handler_timeout, allowed_peers)
-        self.handlers = handlers
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      accepted: float) -> bool:

@@ -10,26 +10,32 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
+H = TypeVar("H")
 
 
 class ListenerUnavailable(RuntimeError):
     """A listener's address cannot be bound (taken, or not this host's)."""
 
 
-class Listener:
-    """Accepts the dialplan's connections; a subclass serves each (``_serve``)."""
+class Listener(Generic[H]):
+    """Accepts the dialplan's connections; a subclass serves each (``_serve``) with its
+    handlers (``H``), one per script or path."""
 
     name = "listener"  # as the logs and errors name it
     port_setting = ""  # the environment variable that moves it
     limit = 8192  # the longest request head read, in bytes
     dropped: tuple[type[Exception], ...] = (TimeoutError, ConnectionError)
 
-    def __init__(self, host: str, port: int, header_timeout: float, handler_timeout: float,
-                 allowed_peers: frozenset[str]) -> None:
+    def __init__(self, host: str, port: int, handlers: Mapping[str, H],
+                 header_timeout: float = 5.0, handler_timeout: float = 10.0,
+                 allowed_peers: frozenset[str] = frozenset({"127.0.0.1"})) -> None:
         self.host = host
         self.port = port
+        self.handlers = handlers
         self.allowed_peers = allowed_peers
         self.header_timeout = header_timeout
         self.handler_timeout = handler_timeout

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from ivr.asterisk.listener import Listener, since
 from ivr.asterisk.report_http import (
@@ -27,17 +27,11 @@ log = logging.getLogger(__name__)
 ReportHandler = Callable[[ReportRequest, str, float], Awaitable[str]]
 
 
-class ReportServer(Listener):
+class ReportServer(Listener[ReportHandler]):
     name = "HTTP reports"
     port_setting = "IVR_FASTAGI__REPORT_PORT"
     dropped = (TimeoutError, ConnectionError, ReportError)
     limit = MAX_HEAD_BYTES
-
-    def __init__(self, host: str, port: int, handlers: Mapping[str, ReportHandler],
-                 header_timeout: float = 5.0, handler_timeout: float = 10.0,
-                 allowed_peers: frozenset[str] = frozenset({"127.0.0.1"})) -> None:
-        super().__init__(host, port, header_timeout, handler_timeout, allowed_peers)
-        self.handlers = handlers
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      accepted: float) -> bool:
