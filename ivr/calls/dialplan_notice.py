@@ -235,7 +235,7 @@ async def decide(deps: CallDeps, channel_id: str, argument: str, header_ms: floa
 
 class RecordingStart:
     """The one answer to the dialplan, ``<decision>:<file or no>[:<when it started>]``
-    (``IVR_DECIDED``; one command, a round trip less before the queue), and who starts the
+    (``IVR_DECIDED``: the HTTP answer's body, or one FastAGI command), and who starts the
     recording the stored decision allows.
 
     With ``recording_start = "ami"`` the service starts it over AMI before it answers:
