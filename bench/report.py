@@ -130,7 +130,9 @@ def at_target_share(rows: Steps, variant: str, prompts: str) -> dict[str, Any] |
                        ("digit_to_mixmonitor_ms_p99",))
     return {"rate_cps": rate, "steps": len(steps), **figures,
             "baseline_digit_to_mixmonitor_ms_p99": baseline["digit_to_mixmonitor_ms_p99"],
-            "target_ms": TARGET_MS, "met": _within_target_ms(figures)}
+            "target_ms": TARGET_MS, "met": _within_target_ms(figures),
+            # each step on its own: how often the machine kept the target at that rate
+            "steps_met": sum(_within_target_ms(step) for step in steps)}
 
 
 def _within_target_ms(figures: dict[str, Any]) -> bool:
@@ -275,6 +277,8 @@ def _at_80_percent(figures: dict[str, Any]) -> str:
         return f"no clean step at or below {TARGET_SHARE:.0%} of its capacity"
     verdict = "met" if at["met"] else "not met"
     runs = at.get("steps", 1)
+    if runs > 1 and "steps_met" in at:  # results written before it: as they were
+        verdict += f", both within it in {at['steps_met']} of the {runs} runs"
     return (f"at {at['rate_cps']:g} calls/s (at most {TARGET_SHARE:.0%} of its capacity"
             + (f"; medians of {runs} runs" if runs > 1 else "") + "), "
             f"p99 digit→stored {_ranged(at, 'digit_to_decision_stored_ms_p99')} ms, notice "

@@ -168,6 +168,8 @@ def test_repeated_steps_make_a_rate_clean_only_together_and_judge_its_medians() 
     assert judged is not None and judged["digit_to_decision_stored_ms_p99"] == 70.0
     assert judged["digit_to_decision_stored_ms_p99_range"] == [20.0, 80.0]
     assert judged["met"] is False
+    # each step judged on its own as well: only the first kept both within 50 ms
+    assert judged["steps_met"] == 1
     # one step over the target at 30 does not make the rate's median miss it
     assert within_target(rows, "service-dialplan", "short") == 30
     figures = summary(rows)
@@ -176,6 +178,11 @@ def test_repeated_steps_make_a_rate_clean_only_together_and_judge_its_medians() 
     assert "at 40 calls/s (at most 80% of its capacity; medians of 3 runs)" in text
     assert "p99 digit→stored 70 ms (runs 20-80) ms" not in text
     assert "p99 digit→stored 70 (runs 20-80) ms" in text
+    assert "the 50 ms target not met, both within it in 1 of the 3 runs;" in text
+    # results written before the count read as they did
+    del figures["by_prompts"]["short"]["service_dialplan"]["at_80_percent"]["steps_met"]
+    text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m", "rows": []})
+    assert "the 50 ms target not met; digit→MixMonitor" in text
 
 
 def test_the_baseline_names_its_recording_with_the_digit_and_mixmonitor_times() -> None:
