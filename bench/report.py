@@ -117,7 +117,8 @@ def at_target_share(rows: Steps, variant: str, prompts: str) -> dict[str, Any] |
     """The variant's latencies at the highest rate it ran clean at or below 80 % of its
     capacity (with repeated steps, each p99's median over them), and whether both p99s
     are within the target."""
-    limit = TARGET_SHARE * capacity(rows, variant, prompts)
+    top = capacity(rows, variant, prompts)
+    limit = TARGET_SHARE * top
     below = [(rate, steps) for rate, steps in steps_by_rate(rows, variant, prompts)
              if rate <= limit and all_clean(steps)]
     if not below:
@@ -128,7 +129,9 @@ def at_target_share(rows: Steps, variant: str, prompts: str) -> dict[str, Any] |
     baseline = typical([r for r in rows if r["variant"] == "baseline"
                         and r["prompts"] == prompts and r["rate_cps"] == rate] or [{}],
                        ("digit_to_mixmonitor_ms_p99",))
-    return {"rate_cps": rate, "steps": len(steps), **figures,
+    # the rates are stepped: the one judged may lie well below 80 % (56 of 88: 64 %)
+    return {"rate_cps": rate, "share_of_capacity": round(rate / top, 2),
+            "steps": len(steps), **figures,
             "baseline_digit_to_mixmonitor_ms_p99": baseline["digit_to_mixmonitor_ms_p99"],
             "target_ms": TARGET_MS, "met": _within_target_ms(figures),
             # each step on its own: how often the machine kept the target at that rate
@@ -279,7 +282,10 @@ def _at_80_percent(figures: dict[str, Any]) -> str:
     runs = at.get("steps", 1)
     if runs > 1 and "steps_met" in at:  # results written before it: as they were
         verdict += f", both within it in {at['steps_met']} of the {runs} runs"
-    return (f"at {at['rate_cps']:g} calls/s (at most {TARGET_SHARE:.0%} of its capacity"
+    share = (f"{at['share_of_capacity']:.0%} of its capacity, the highest rate tried at "
+             f"or below {TARGET_SHARE:.0%}" if "share_of_capacity" in at
+             else f"at most {TARGET_SHARE:.0%} of its capacity")  # results from before
+    return (f"at {at['rate_cps']:g} calls/s ({share}"
             + (f"; medians of {runs} runs" if runs > 1 else "") + "), "
             f"p99 digit→stored {_ranged(at, 'digit_to_decision_stored_ms_p99')} ms, notice "
             f"end→MixMonitor {_ranged(at, 'notice_end_to_mixmonitor_ms_p99')} ms: "

@@ -100,6 +100,9 @@ def test_the_latency_target_is_read_at_80_percent_of_the_service_capacity() -> N
             latency_row(50, True, 300.0, 400.0), latency_row(60, False, None, None)]
     judged = at_target_share(rows, "service-dialplan", "short")
     assert judged is not None and judged["rate_cps"] == 40 and judged["met"] is False
+    # the rates are stepped: without 40, the step judged is 30, 60 % of the capacity
+    judged = at_target_share([rows[0], *rows[2:]], "service-dialplan", "short")
+    assert judged is not None and (judged["rate_cps"], judged["share_of_capacity"]) == (30, 0.6)
     rows[1]["notice_end_to_mixmonitor_ms_p99"] = 50.0
     judged = at_target_share(rows, "service-dialplan", "short")
     assert judged is not None and judged["met"] is True
@@ -175,14 +178,18 @@ def test_repeated_steps_make_a_rate_clean_only_together_and_judge_its_medians() 
     figures = summary(rows)
     text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m", "rows": []})
     assert "service at least 50 calls/s" in text  # no step failed: a lower bound
-    assert "at 40 calls/s (at most 80% of its capacity; medians of 3 runs)" in text
+    assert judged["share_of_capacity"] == 0.8
+    assert ("at 40 calls/s (80% of its capacity, the highest rate tried at or below 80%; "
+            "medians of 3 runs)") in text
     assert "p99 digit→stored 70 ms (runs 20-80) ms" not in text
     assert "p99 digit→stored 70 (runs 20-80) ms" in text
     assert "the 50 ms target not met, both within it in 1 of the 3 runs;" in text
     # results written before the count read as they did
-    del figures["by_prompts"]["short"]["service_dialplan"]["at_80_percent"]["steps_met"]
+    at = figures["by_prompts"]["short"]["service_dialplan"]["at_80_percent"]
+    del at["steps_met"], at["share_of_capacity"]
     text = markdown({**figures, "label": "", "measured_at": "t", "machine": "m", "rows": []})
     assert "the 50 ms target not met; digit→MixMonitor" in text
+    assert "at 40 calls/s (at most 80% of its capacity; medians of 3 runs)" in text
 
 
 def test_the_baseline_names_its_recording_with_the_digit_and_mixmonitor_times() -> None:
