@@ -134,6 +134,29 @@ def _plays(steps: list[Step]) -> list[Step]:
     return [s for s in steps if s.app in ("Playback", "Background")]
 
 
+def _assignments(step: Step) -> list[str]:
+    """What a ``Set`` or ``MSet`` assigns, each ``name=value`` (``MSet``'s pairs split at
+    the commas outside any ``${...}``, ``$[...]`` or ``(...)``)."""
+    if step.app == "Set":
+        return [step.args]
+    if step.app != "MSet":
+        return []
+    pairs, depth, start = [], 0, 0
+    for i, char in enumerate(step.args):
+        depth += (char in "{[(") - (char in "}])")
+        if char == "," and depth == 0:
+            pairs.append(step.args[start:i])
+            start = i + 1
+    return [*pairs, step.args[start:]]
+
+
+def _assigning(steps: list[Step], assignment: str) -> int:
+    """The one step that makes ``assignment`` (by ``Set`` or among an ``MSet``'s)."""
+    found = [i for i, s in enumerate(steps) if assignment in _assignments(s)]
+    assert len(found) == 1, (assignment, found)
+    return found[0]
+
+
 def _index(steps: list[Step], app: str, args: str) -> int:
     found = [i for i, s in enumerate(steps) if (s.app, s.args) == (app, args)]
     assert len(found) == 1, (app, args, found)
@@ -174,6 +197,12 @@ def test_rule_1_the_segments_play_in_the_catalogues_order(
     for seg in segments:  # each noted as played, with its start and its end
         assert sum(f"IVR_PLAYED=${{IVR_PLAYED}}{seg}@${{IVR_SEG_START}}@" in step.args
                    for step in s) == 1
+        # started: one step names it and stamps its start
+        started = [_assignments(step) for step in s if f"IVR_SEG={seg}" in _assignments(step)]
+        assert len(started) == 1 and started[0][1].startswith("IVR_SEG_START=${STRFTIME(")
+    # ended: each end note of a segment clears the segment under way with it
+    ended = [_assignments(step) for step in s if "IVR_PLAYED=${IVR_PLAYED}" in step.args]
+    assert len(ended) == len(segments) and all(a[1:] == ["IVR_SEG="] for a in ended)
     # A segment that fails to play ends the notice there: reported as never ended.
     status = [step for step in s if step.app == "GotoIf" and "STATUS}" in step.args]
     assert len(status) == len(segments)
@@ -190,9 +219,9 @@ def test_rule_1_the_hangup_handler_and_no_recording_are_set_before_anything_play
                             f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
     assert steps[1] == Step("s", None, "Answer", "")
     assert _index(steps, "Set", f"CHANNEL(hangup_handler_push)={END},s,1") < first_play
-    assert _index(steps, "Set", "IVR_RECORD=no") < first_play
-    # Nothing in the dialplan names a file to record into: only the service does (AGI).
-    assert [s.args for s in steps if s.args.startswith("IVR_RECORD=")] == [
+    assert _assigning(steps, "IVR_RECORD=no") < first_play
+    # Nothing in the dialplan names a file to record into: only the service does.
+    assert [a for s in steps for a in _assignments(s) if a.startswith("IVR_RECORD=")] == [
         "IVR_RECORD=no", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}"]
 
 
@@ -206,26 +235,29 @@ def test_rule_1_mixmonitor_only_after_the_decision_and_only_into_the_services_fi
     asked = len(_asking(decide, settings))
     then = decide[1 + asked:]
     mixmonitor = [i for i, s in enumerate(then) if s.app == "MixMonitor"]
-    assert mixmonitor == [7]
+    assert mixmonitor == [5]
     # The service's one answer, "<decision>:<file or no>[:<started>]", split; no answer:
     # no recording.
     assert then[0] == Step("decide", None, "GotoIf", '$["${IVR_DECIDED}" = ""]?queue')
-    assert then[1] == Step("decide", None, "Set", "IVR_DECISION=${CUT(IVR_DECIDED,:,1)}")
-    assert then[2] == Step("decide", None, "Set", "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}")
-    assert then[3] == Step("decide", None, "GotoIf",
+    assert _assignments(then[1]) == ["IVR_DECISION=${CUT(IVR_DECIDED,:,1)}",
+                                     "IVR_RECORD=${CUT(IVR_DECIDED,:,2)}",
+                                     "IVR_RECORDING_AT=${CUT(IVR_DECIDED,:,3)}"]
+    assert then[1].app == "MSet"
+    assert then[2] == Step("decide", None, "GotoIf",
                            '$["${IVR_RECORD}" = "no" | "${IVR_RECORD}" = ""]?queue')
     # The service started it over AMI (the answer says when): the dialplan starts none.
-    assert then[4] == Step("decide", None, "Set", "IVR_RECORDING_AT=${CUT(IVR_DECIDED,:,3)}")
-    assert then[5] == Step("decide", None, "GotoIf", '$["${IVR_RECORDING_AT}" != ""]?queue')
-    assert then[6].app == "Set" and then[6].args.startswith("IVR_RECORDING_AT=${STRF")
-    assert then[7].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
+    assert then[3] == Step("decide", None, "GotoIf", '$["${IVR_RECORDING_AT}" != ""]?queue')
+    assert then[4].app == "Set" and then[4].args.startswith("IVR_RECORDING_AT=${STRF")
+    assert then[5].args == (f"{settings.recordings.asterisk_dir}/${{IVR_RECORD}},"
                             "i(IVR_MIXMONITOR_ID)")
     labelled = [i for i, s in enumerate(then) if s.label == "queue"]
-    assert len(labelled) == 1 and labelled[0] > 7  # the skips land past MixMonitor
+    assert len(labelled) == 1 and labelled[0] > 5  # the skips land past MixMonitor
+    assert _assignments(then[labelled[0]]) == [
+        'IVR_RECORDED=${IF($["${IVR_MIXMONITOR_ID}" = ""]?no:yes)}', "IVR_QUEUED=1"]
     assert decide[-1] == Step(
         "decide", None, "Goto", f"{settings.dialplan.queue_context},${{IVR_QUEUE}},1")
     # MixMonitor nowhere else, in any context.
-    assert [s for s in steps if s.app == "MixMonitor"] == [then[7]]
+    assert [s for s in steps if s.app == "MixMonitor"] == [then[5]]
 
 
 def _asking(decide: list[Step], settings: Settings) -> list[Step]:
@@ -236,15 +268,14 @@ def _asking(decide: list[Step], settings: Settings) -> list[Step]:
         assert decide[1].app == "AGI"
         assert decide[1].args.startswith(f"agi://{address}:{settings.fastagi.port}/{SCRIPT},")
         return decide[1:2]
-    assert decide[1:3] == [
-        Step("decide", None, "Set", f"CURLOPT(conntimeout)={CONNECT_TIMEOUT}"),
-        Step("decide", None, "Set", f"CURLOPT(httptimeout)={REPORT_TIMEOUT}")]
-    assert decide[3].app == "Set"
-    assert decide[3].args.startswith(
+    assert decide[1] == Step("decide", None, "MSet", f"CURLOPT(conntimeout)={CONNECT_TIMEOUT},"
+                             f"CURLOPT(httptimeout)={REPORT_TIMEOUT}")
+    assert decide[2].app == "Set"
+    assert decide[2].args.startswith(
         f"IVR_DECIDED=${{CURL(http://{address}:{settings.fastagi.report_port}/{SCRIPT}"
         "?channel=${UNIQUEID}&name=${URIENCODE(${CHANNEL})},v=1&")
-    assert decide[3].args.endswith(")}")
-    return decide[1:4]
+    assert decide[2].args.endswith(")}")
+    return decide[1:3]
 
 
 def _report(decide: list[Step], settings: Settings) -> str:
@@ -283,7 +314,7 @@ def test_rule_2_the_question_is_asked_again_as_the_settings_say(
     assert [(p.app, p.args) for p in _plays(again)] == [
         ("Background", f"{prefix}/service-question,m")]
     assert again[-1] == Step("t", None, "WaitExten", timeout)
-    assert _index(steps, "Set", "IVR_ASKED=0") < steps.index(_plays(steps)[0])
+    assert _assigning(steps, "IVR_ASKED=0") < steps.index(_plays(steps)[0])
     assert [s for s in steps if s.exten == "i"] == [Step("i", None, "Goto", "t,1")]
     # After the notice it waits for the answer as long as the settings say.
     s = [step for step in steps if step.exten == "s"]
@@ -296,11 +327,16 @@ def test_rule_2_only_1_and_2_answer_and_the_answer_ends_the_notice(
     extens = {s.exten for s in steps}
     assert extens == {"s", "_[12]", "t", "i", "decide"}
     answer = [s for s in steps if s.exten == "_[12]"]
-    assert answer[0].args.startswith("IVR_DIGIT_AT=")
-    assert answer[1].args == "IVR_DIGIT=${EXTEN}"
-    assert answer[-1] == Step("_[12]", None, "Goto", "decide,1")
-    # The segment the answer cut short is noted as ended at the digit.
-    assert any("@${IVR_DIGIT_AT}~" in s.args for s in answer)
+    assert answer[0].app == "Set" and answer[0].args.startswith("IVR_DIGIT_AT=")
+    # The segment the answer cut short is noted as ended at the digit, and so is the
+    # notice if it had not ended.
+    assert answer[1].app == "MSet" and _assignments(answer[1]) == [
+        "IVR_DIGIT=${EXTEN}",
+        'IVR_PLAYED=${IVR_PLAYED}${IF($["${IVR_SEG}" != ""]?${IVR_SEG}@${IVR_SEG_START}'
+        "@${IVR_DIGIT_AT}~)}",
+        "IVR_SEG=",
+        'IVR_NOTICE_END=${IF($["${IVR_NOTICE_END}" = ""]?${IVR_DIGIT_AT}:${IVR_NOTICE_END})}']
+    assert answer[2:] == [Step("_[12]", None, "Goto", "decide,1")]
 
 
 def test_the_sales_notice_asks_nothing(dialplan: Dialplan) -> None:
@@ -328,10 +364,11 @@ def test_rule_4_the_hangup_handler_notes_exactly_the_fields_the_service_parses(
         dialplan: Dialplan, settings: Settings) -> None:
     steps = dialplan[END]
     assert steps[-1] == Step("s", None, "Return", "")
-    # The segment playing when the caller hung up: noted as never ended.
-    assert steps[0].args.endswith("?Set(IVR_PLAYED=${IVR_PLAYED}${IVR_SEG}@${IVR_SEG_START}@~)")
     notes = [s for s in steps if s.args.startswith("FILE(")]
-    assert len(notes) == 1
+    assert len(steps) == 2 and notes == steps[:1]
+    # The segment playing when the caller hung up: noted as never ended.
+    assert ('&played=${IVR_PLAYED}${IF($["${IVR_SEG}" != ""]?${IVR_SEG}@${IVR_SEG_START}@~)}&'
+            in notes[0].args)
     target, _, note = notes[0].args.partition(")=")
     assert target == (f"FILE({settings.unattended.asterisk_dir}/${{UNIQUEID}}{NOTE_SUFFIX},,,a")
     assert sorted(_fields(note)) == sorted(END_FIELDS)
