@@ -20,7 +20,7 @@ expects, in order (``ivr/flow/dialplan_notice.py`` decides from its report).
 A segment that fails to play ends the notice there: the report shows it never ended, and
 the service decides accordingly (not told: no recording).
 
-Each dialplan step costs Asterisk a message on every channel's topic, on every call. So
+Each dialplan step costs Asterisk a message (the channel's new snapshot) on every call. So
 variables set together are set by one ``MSet``, which splits its values at commas and
 strips quotes around them. None of its values can hold either:
 
@@ -50,6 +50,12 @@ REPORT = (f"v=1&entered=${{IVR_ENTERED}}&dialled=${{URIENCODE(${{IVR_DIALLED}})}
 # the whole request, above the service's own 5 s for the request and 10 s to answer it.
 CONNECT_TIMEOUT = 2
 REPORT_TIMEOUT = 16
+
+
+def under_way(ended: str) -> str:
+    """The segment playing, if one is, as ``IVR_PLAYED`` notes it, ended at ``ended``
+    (empty: never ended); nothing when none is."""
+    return f'${{IF($["${{IVR_SEG}}" != ""]?${{IVR_SEG}}@${{IVR_SEG_START}}@{ended}~)}}'
 
 
 def context_name(notice: str) -> str:
@@ -106,8 +112,8 @@ def notice_context(catalogue: Catalogue, notice: str, request: str = "http") -> 
             "; the answer: a 1 or a 2, during the question or after the notice",
             f"exten => {DIGIT_EXTENSIONS},1,Set(IVR_DIGIT_AT={NOW})",
             " same => n,MSet(IVR_DIGIT=${EXTEN},IVR_PLAYED=${IVR_PLAYED}"
-            '${IF($["${IVR_SEG}" != ""]?${IVR_SEG}@${IVR_SEG_START}@${IVR_DIGIT_AT}~)},'
-            'IVR_SEG=,IVR_NOTICE_END=${IF($["${IVR_NOTICE_END}" = ""]?${IVR_DIGIT_AT}'
+            f"{under_way('${IVR_DIGIT_AT}')},IVR_SEG=,"
+            'IVR_NOTICE_END=${IF($["${IVR_NOTICE_END}" = ""]?${IVR_DIGIT_AT}'
             ':${IVR_NOTICE_END})})',
             " same => n,Goto(decide,1)",
             "; silence or another digit: the question again, as often as the settings say",
@@ -143,10 +149,8 @@ def end_context() -> list[str]:
         "exten => s,1,Set(FILE(@@unattended_dir@@/${UNIQUEID}.notice,,,a)=v=1"
         "&channel=${URIENCODE(${UNIQUEID})}&entered=${IVR_ENTERED}"
         f"&ended={NOW}&dialled=${{URIENCODE(${{IVR_DIALLED}})}}"
-        f"&caller={CALLER}&played=${{IVR_PLAYED}}"
         # a segment under way when the call ended: noted as never ended
-        '${IF($["${IVR_SEG}" != ""]?${IVR_SEG}@${IVR_SEG_START}@~)}'
-        "&digit=${IVR_DIGIT}"
+        f"&caller={CALLER}&played=${{IVR_PLAYED}}{under_way('')}&digit=${{IVR_DIGIT}}"
         "&digit_at=${IVR_DIGIT_AT}&notice_end=${IVR_NOTICE_END}&decision=${IVR_DECISION}"
         "&recording=${IVR_RECORD}&recording_at=${IVR_RECORDING_AT}"
         "&mixmonitor=${URIENCODE(${IVR_MIXMONITOR_ID})}&agent=${URIENCODE(${MEMBERNAME})}"
