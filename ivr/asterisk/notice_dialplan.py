@@ -25,7 +25,8 @@ variables set together are set by one ``MSet``, which splits its values at comma
 strips quotes around them. None of its values can hold either:
 
 - the catalogue's segment ids (``[a-z0-9-]``);
-- the dialplan's own times (``STRFTIME``);
+- the dialplan's own times (``STRFTIME``) and the digit (the extension, 1 or 2);
+- ``CURL()``'s limits, whole seconds;
 - the parts of the service's answer (``[A-Za-z0-9_.:-]``).
 
 A caller who presses 1 after the notice now passes 32 steps, where there were 48
