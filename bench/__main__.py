@@ -62,7 +62,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         help=f"some of {', '.join(VARIANTS)} (default all)")
     parser.add_argument("--short-rates", default=",".join(map(str, SHORT_RATES)))
     parser.add_argument("--real-rates", default=",".join(map(str, REAL_RATES)))
-    parser.add_argument("--seconds", type=int, default=20, help="calls placed per step")
+    parser.add_argument("--seconds", type=int, default=60,
+                        help="seconds each step places calls for, 5-300 (default 60). A step "
+                             "holds its full load only once its first calls end (a short "
+                             "notice's call lasts 10 s, a real one's 40 s): a step not much "
+                             "longer than a call measures a burst, not a sustained rate")
+    parser.add_argument("--real-seconds", type=int, default=0,
+                        help="the same for the real notices (default: --seconds)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="steps at each rate, 1-10 (default 1): a rate is clean when all "
                              "are, and its latencies are their p99s' medians (one step's p99 "
@@ -96,6 +102,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat: between 1 and 10")
     if not 5 <= args.seconds <= 300:
         parser.error("--seconds: between 5 and 300")
+    if not (args.real_seconds == 0 or 5 <= args.real_seconds <= 300):
+        parser.error("--real-seconds: between 5 and 300")
+    args.real_seconds = args.real_seconds or args.seconds
     return args
 
 
@@ -134,7 +143,9 @@ async def run(args: argparse.Namespace) -> int:
             notes = Path(get_settings().unattended.local_dir)
             with postgres_priority(args.priority), notes_of_its_own(notes, work / "notes"):
                 for row in await run_group(paths, work, prompts, group, env, rates,
-                                           args.seconds, index, args.asterisk_realtime):
+                                           args.seconds if prompts == "short"
+                                           else args.real_seconds, index,
+                                           args.asterisk_realtime):
                     rows.append(row)
             index += len(rates) * len(group)
     write_reports(OUT, rows, args.label, scheduling(args))

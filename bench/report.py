@@ -156,6 +156,10 @@ SERVICE_VARIANTS = ("service", "service-dialplan")
 FLOW_KEYS = {"service": "service_ari", "service-dialplan": "service_dialplan"}
 
 
+# A step sustains its rate when it places calls for at least this many calls' lengths.
+SUSTAINED_CALLS = 3
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per prompts: each variant's capacity and its ratio to the baseline's. ``service`` is
     the service's best inbound flow (named in ``flow``); ``service_ari`` and
@@ -188,9 +192,24 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         figures["ratio"] = _ratio(service, baseline)
         figures["ratio_is"] = ratio_is(figures["service"]["limit_found"],
                                        figures["baseline"]["limit_found"])
+        figures["load"] = full_load(rows, prompts)
         by_prompts[prompts] = figures
     headline: dict[str, Any] = by_prompts.get("short") or next(iter(by_prompts.values()), {})
     return {**headline, "by_prompts": by_prompts}
+
+
+def full_load(rows: Steps, prompts: str) -> dict[str, Any] | None:
+    """How long the steps placed calls, how long a call lasted, and so how long each step
+    held its full load: a step barely longer than a call never settles, and a rate it ran
+    clean is a burst the PBX absorbed, not one it sustains. (Runs before ``placing_s``:
+    None.)"""
+    steps = [r for r in rows if r["prompts"] == prompts and "placing_s" in r]
+    if not steps:
+        return None
+    placing, call = max(r["placing_s"] for r in steps), max(r["call_s"] for r in steps)
+    return {"placing_s": placing, "call_s": call,
+            "full_load_s": round(max(0.0, placing - call), 1),
+            "sustained": placing >= SUSTAINED_CALLS * call}
 
 
 def ratio_is(service_limit: bool, baseline_limit: bool) -> str:
@@ -235,6 +254,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- {prompts} prompts: baseline {_cps(figures['baseline'])}, service "
                      f"{_cps(figures['service'])}, "
                      + _ratio_text(figures) + (f" ({flows})" if flows else ""))
+        if figures.get("load"):
+            lines.append(f"  - {_load_text(figures['load'])}")
         for name, key in (("ARI flow", "service_ari"), ("dialplan flow", "service_dialplan")):
             if key in figures:
                 lines.append(f"  - {name}: {_at_target_share(figures[key])}")
@@ -244,6 +265,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(_cell(row.get(key, FIRST_RUN.get(key)))
                                        for key, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _load_text(load: dict[str, Any]) -> str:
+    return (f"each step placed calls for {load['placing_s']:g} s and a call lasted "
+            f"{load['call_s']:g} s, so a step held its full load for {load['full_load_s']:g} s: "
+            + ("rates sustained" if load["sustained"] else
+               f"bursts, not sustained rates (that needs steps of at least "
+               f"{SUSTAINED_CALLS} calls' lengths)"))
 
 
 def _ratio_text(figures: dict[str, Any]) -> str:

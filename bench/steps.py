@@ -127,6 +127,7 @@ async def run_step(ctx: Context, index: int, rate: float, seconds: int) -> dict[
     succeeded = info["succeeded"] + rfc["succeeded"]
     row: dict[str, Any] = {
         "variant": ctx.variant, "prompts": ctx.prompts, "rate_cps": rate,
+        "placing_s": seconds, "call_s": round(ctx.timing.call_ms / 1000, 1),
         "attempted": attempted, "succeeded": succeeded, "failed": attempted - succeeded,
         "invite_200_ms_p50": percentile(info["rtt"] + rfc["rtt"], 0.5),
         "invite_200_ms_p99": percentile(info["rtt"] + rfc["rtt"], 0.99),

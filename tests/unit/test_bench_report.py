@@ -481,3 +481,34 @@ async def test_an_interrupted_step_leaves_no_sipp_and_a_stuck_one_is_ended(
     assert asyncio.get_running_loop().time() - started < 5
     assert not alive(int(pid_file.read_text()))
 
+
+
+def test_the_results_say_whether_a_step_held_its_full_load_long_enough() -> None:
+    def timed(variant: str, rate: float, placing: int, call: float,
+              prompts: str = "short") -> dict[str, Any]:
+        return row(variant, rate, True, prompts) | {"placing_s": placing, "call_s": call}
+
+    rows = [timed("baseline", 40, 60, 10.0), timed("service", 40, 60, 10.0),
+            timed("baseline", 20, 60, 40.0, "real"), timed("service", 20, 60, 40.0, "real")]
+    result = summary(rows)
+    assert result["by_prompts"]["short"]["load"] == {
+        "placing_s": 60, "call_s": 10.0, "full_load_s": 50.0, "sustained": True}
+    assert result["by_prompts"]["real"]["load"]["sustained"] is False
+    text = markdown({**result, "label": "", "measured_at": "t", "machine": "m",
+                     "rows": rows})
+    assert "held its full load for 50 s: rates sustained" in text
+    assert "held its full load for 20 s: bursts, not sustained rates" in text
+    # A run from before the steps' lengths were kept says nothing of them.
+    assert summary([row("baseline", 40, True)])["by_prompts"]["short"]["load"] is None
+
+
+def test_each_kind_of_notice_may_place_calls_for_its_own_time(capsys: Any) -> None:
+    from bench.__main__ import arguments
+
+    assert (arguments([]).seconds, arguments([]).real_seconds) == (60, 60)
+    args = arguments(["--seconds", "30", "--real-seconds", "120"])
+    assert (args.seconds, args.real_seconds) == (30, 120)
+    for bad in (["--real-seconds", "4"], ["--real-seconds", "301"], ["--seconds", "0"]):
+        with pytest.raises(SystemExit):
+            arguments(bad)
+        assert "seconds" in capsys.readouterr().err
