@@ -505,7 +505,7 @@ def test_the_results_say_whether_a_step_held_its_full_load_long_enough() -> None
 def test_each_kind_of_notice_may_place_calls_for_its_own_time(capsys: Any) -> None:
     from bench.__main__ import arguments
 
-    assert (arguments([]).seconds, arguments([]).real_seconds) == (60, 60)
+    assert (arguments([]).seconds, arguments([]).real_seconds) == (60, 120)
     args = arguments(["--seconds", "30", "--real-seconds", "120"])
     assert (args.seconds, args.real_seconds) == (30, 120)
     for bad in (["--real-seconds", "4"], ["--real-seconds", "301"], ["--seconds", "0"]):
