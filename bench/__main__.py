@@ -102,10 +102,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--priority: between 0 and 99")
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat: between 1 and 10")
-    if not 5 <= args.seconds <= 300:
-        parser.error("--seconds: between 5 and 300")
-    if not 5 <= args.real_seconds <= 300:
-        parser.error("--real-seconds: between 5 and 300")
+    for name in ("seconds", "real_seconds"):
+        if not 5 <= getattr(args, name) <= 300:
+            parser.error(f"--{name.replace('_', '-')}: between 5 and 300")
     return args
 
 

@@ -482,7 +482,6 @@ async def test_an_interrupted_step_leaves_no_sipp_and_a_stuck_one_is_ended(
     assert not alive(int(pid_file.read_text()))
 
 
-
 def test_the_results_say_whether_a_step_held_its_full_load_long_enough() -> None:
     def timed(variant: str, rate: float, placing: int, call: float,
               prompts: str = "short") -> dict[str, Any]:
