@@ -135,17 +135,16 @@ async def run(args: argparse.Namespace) -> int:
         os.environ["IVR_SCHEDULING__REALTIME_PRIORITY"] = str(args.priority)
     for prompts in args.prompts:
         env = prompt_env(prompts, paths)
+        kind_rates, seconds = ((args.short_rates, args.seconds) if prompts == "short"
+                               else (args.real_rates, args.real_seconds))
         for group in groups(args.variants, args.paired):
             env["IVR_DIALPLAN__INBOUND_FLOW"] = VARIANTS[group[-1]]
             os.environ.update(env)
-            rates = [rate for rate in (args.short_rates if prompts == "short"
-                                       else args.real_rates) for _ in range(args.repeat)]
+            rates = [rate for rate in kind_rates for _ in range(args.repeat)]
             notes = Path(get_settings().unattended.local_dir)
             with postgres_priority(args.priority), notes_of_its_own(notes, work / "notes"):
-                for row in await run_group(paths, work, prompts, group, env, rates,
-                                           args.seconds if prompts == "short"
-                                           else args.real_seconds, index,
-                                           args.asterisk_realtime):
+                for row in await run_group(paths, work, prompts, group, env, rates, seconds,
+                                           index, args.asterisk_realtime):
                     rows.append(row)
             index += len(rates) * len(group)
     write_reports(OUT, rows, args.label, scheduling(args))
