@@ -111,6 +111,9 @@ class AmiSettings(Section):
     port: int = Field(default=5038, ge=1, le=65535)
     username: str = "ivr"
     secret: SecretStr = SecretStr("ivr-test-ami")
+    # Connections of their own that start recordings (events off), besides the first,
+    # which takes the events and every other action; 0: the first does it all.
+    recording_connections: int = Field(default=2, ge=0, le=8)
 
 
 class DatabaseSettings(Section):

@@ -1,6 +1,12 @@
 """AMI through panoramisk: MixMonitor on an ARI channel, and the queue events that say an
 agent answered or a caller gave up.
 
+Asterisk serves each AMI connection with one thread, one action at a time. Recordings are
+started on connections of their own (``[ami] recording_connections``, logged in with
+events off), each to the one with the fewest actions awaiting a reply, so that a start
+does not wait behind another in one thread; the first connection takes the events and
+every other action, and the recordings too while none of their own is logged in.
+
 panoramisk replays unanswered actions after a reconnect; recording actions are never
 replayed here (``forgetable_actions``): a recording starts when the call flow asks for it,
 or not at all.
@@ -77,6 +83,37 @@ class FramingGuard(AMIProtocol):  # type: ignore[misc]  # panoramisk has no type
             log.exception("AMI frame dropped: it could not be handled")
 
 
+class _Connection:
+    """One AMI login: panoramisk's manager, whether it is logged in, and how many of its
+    actions await their reply."""
+
+    def __init__(self, settings: AmiSettings, events: bool,
+                 on_login: Callable[[_Connection], None]) -> None:
+        self.logged_in = asyncio.Event()
+        self.waiting = 0
+        self._on_login = on_login
+        self.manager = Manager(
+            host=settings.host, port=settings.port, username=settings.username,
+            secret=settings.secret.get_secret_value(), ping_delay=10, ping_interval=10,
+            reconnect_timeout=1, forgetable_actions=FORGETABLE, protocol_factory=FramingGuard,
+            loop=asyncio.get_running_loop(), on_login=self._logged_in,
+            on_disconnect=self._dropped, events="on" if events else "off",
+            log=logging.getLogger("ivr.asterisk.ami.wire"),
+        )
+
+    @property
+    def up(self) -> bool:
+        return self.logged_in.is_set() and self.manager.protocol is not None
+
+    def _logged_in(self, manager: Any) -> None:
+        self.logged_in.set()
+        self._on_login(self)
+
+    def _dropped(self, manager: Any, exc: Exception | None) -> None:
+        self.logged_in.clear()
+        log.warning("AMI connection lost; reconnecting")
+
+
 class AmiClient:
     def __init__(self, settings: AmiSettings, action_timeout: float = 5.0,
                  on_reconnect: Callable[[], None] | None = None) -> None:
@@ -84,23 +121,26 @@ class AmiClient:
         self.action_timeout = action_timeout
         # Called each time AMI has logged in again after a drop (not at the first login).
         self.on_reconnect = on_reconnect
-        self.logged_in = asyncio.Event()
         self.reconnects = -1
         self._listeners: list[QueueListener] = []
-        self._manager = Manager(
-            host=settings.host, port=settings.port, username=settings.username,
-            secret=settings.secret.get_secret_value(), ping_delay=10, ping_interval=10,
-            reconnect_timeout=1, forgetable_actions=FORGETABLE, protocol_factory=FramingGuard,
-            loop=asyncio.get_running_loop(), on_login=self._on_login,
-            on_disconnect=self._on_disconnect, log=logging.getLogger("ivr.asterisk.ami.wire"),
-        )
+        self._main = _Connection(settings, True, self._on_login)
+        self._recorders = [_Connection(settings, False, self._recorder_login)
+                           for _ in range(settings.recording_connections)]
+        self._manager = self._main.manager
+        self.logged_in = self._main.logged_in
         self._manager.register_event("AgentConnect", self._agent_connect)
+
+    @property
+    def recording_connections(self) -> int:
+        """The connections recordings are started on: their own, or the first alone."""
+        return max(1, len(self._recorders))
 
     def on_agent_connected(self, listener: QueueListener) -> None:
         self._listeners.append(listener)
 
     async def connect(self, wait: float = 10.0) -> None:
-        self._manager.connect()
+        for connection in (self._main, *self._recorders):
+            connection.manager.connect()
         try:
             await asyncio.wait_for(self.logged_in.wait(), wait)
         except TimeoutError:
@@ -108,18 +148,18 @@ class AmiClient:
                       wait)
 
     def close(self) -> None:
-        self._manager.close()
+        for connection in (self._main, *self._recorders):
+            connection.manager.close()
 
-    def _on_login(self, manager: Any) -> None:
+    def _on_login(self, connection: _Connection) -> None:
         self.reconnects += 1
-        self.logged_in.set()
         log.info("AMI connected", extra={"reconnects": self.reconnects})
         if self.reconnects > 0 and self.on_reconnect is not None:
             self.on_reconnect()
 
-    def _on_disconnect(self, manager: Any, exc: Exception | None) -> None:
-        self.logged_in.clear()
-        log.warning("AMI connection lost; reconnecting")
+    @staticmethod
+    def _recorder_login(connection: _Connection) -> None:
+        log.info("AMI connected for recordings")
 
     def _agent_connect(self, manager: Any, event: Any) -> None:
         channel_id = event.get("Uniqueid", "")
@@ -129,15 +169,19 @@ class AmiClient:
         for listener in self._listeners:
             listener(AgentConnected(channel_id, agent))
 
-    async def action(self, fields: dict[str, str]) -> Any:
-        if not self.logged_in.is_set() or self._manager.protocol is None:
+    async def action(self, fields: dict[str, str], on: _Connection | None = None) -> Any:
+        connection = on or self._main
+        if not connection.up:
             raise AmiError("AMI is not connected")
-        future = self._manager.send_action(fields)
+        future = connection.manager.send_action(fields)
+        connection.waiting += 1
         try:
             reply = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
         except TimeoutError:
             raise AmiNoReply(f"AMI {fields['Action']}: no reply in {self.action_timeout} s") \
                 from None
+        finally:
+            connection.waiting -= 1
         if isinstance(reply, list):
             reply = reply[0] if reply else None
         if reply is None or str(reply.get("Response", "")).lower() != "success":
@@ -198,5 +242,11 @@ class AmiClient:
         return await self._mix_monitor(fields)
 
     async def _mix_monitor(self, fields: dict[str, str]) -> str:
-        reply = await self.action(fields)
+        reply = await self.action(fields, self._recorder())
         return str(reply.get("MixMonitorID", ""))
+
+    def _recorder(self) -> _Connection:
+        """The recordings' connection with the fewest actions awaiting a reply, or the
+        first connection while none of them is logged in."""
+        up = [connection for connection in self._recorders if connection.up]
+        return min(up, key=lambda connection: connection.waiting) if up else self._main

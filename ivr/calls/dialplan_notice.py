@@ -72,9 +72,9 @@ _FILE = re.compile(r"^[0-9a-f-]{36}\.[a-z0-9]{1,8}$")
 _MIXMONITOR = re.compile(r"^[A-Za-z0-9/._-]{0,128}$")
 _CAUSE = re.compile(r"^[0-9]{0,3}$")
 _COUNT = re.compile(r"^[0-9]{0,6}$")
-# AMI takes one action at a time on the service's connection: past this many recordings
-# being started at once, a further one would wait behind them, and the dialplan's own
-# start is sooner (measured: bench/ami-recording-start/).
+# AMI takes one action at a time on each of the service's connections: past this many
+# recordings being started at once on each, a further one would wait behind them, and the
+# dialplan's own start is sooner (measured: bench/ami-recording-start/).
 AMI_STARTS_AT_ONCE = 2
 
 
@@ -240,15 +240,15 @@ class RecordingStart:
 
     With ``recording_start = "ami"`` the service starts it over AMI before it answers:
     the answer then says when, and the dialplan starts nothing. AMI takes one action at a
-    time on the service's connection, so past ``at_once`` starts under way, a further one
-    is left to the dialplan (the file alone), as it is when AMI is away or refuses. AMI
-    silent: whether it started is not known, so the dialplan is told ``no`` (never two
-    MixMonitors into one file); if it did start, MixMonitor's id on the channel says so in
-    the end note."""
+    time on each of the service's connections for recordings, so past ``at_once`` starts
+    under way on each, a further one is left to the dialplan (the file alone), as it is
+    when AMI is away or refuses. AMI silent: whether it started is not known, so the
+    dialplan is told ``no`` (never two MixMonitors into one file); if it did start,
+    MixMonitor's id on the channel says so in the end note."""
 
     def __init__(self, deps: CallDeps, at_once: int = AMI_STARTS_AT_ONCE) -> None:
         self.deps = deps
-        self.at_once = at_once
+        self.at_once = at_once * max(1, deps.settings.ami.recording_connections)
         self.under_way = 0
 
     async def answer(self, channel_id: str, channel_name: str, decision: Decision,

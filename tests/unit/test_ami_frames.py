@@ -44,6 +44,7 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.login: dict[str, str] = {}
 
     async def action(self) -> dict[str, str]:
         return parse_action(await self.reader.readuntil(END))
@@ -87,6 +88,7 @@ class FakeAmi:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             login = await session.action()
             assert login["action"].lower() == "login"
+            session.login = login
             session.reply(login, Message="Authentication accepted")
             await self.sessions.put(session)
 
@@ -97,12 +99,17 @@ class FakeAmi:
 Scenario = Callable[[FakeAmi, AmiClient, list[AgentConnected]], Awaitable[None]]
 
 
-def run(scenario: Scenario) -> None:
+def run(scenario: Scenario, recording_connections: int = 0) -> None:
+    """``scenario`` against a client logged in to a fresh server; one connection unless
+    said (``test_ami_connections.py``: the recordings' own)."""
     async def main() -> None:
         ami = FakeAmi()
         await ami.start()
-        client = AmiClient(AmiSettings(port=ami.port), action_timeout=0.5)
-        client._manager.reconnect_timeout = 0.05  # the service waits 1 s; tests need not
+        client = AmiClient(AmiSettings(port=ami.port, recording_connections=recording_connections),
+                           action_timeout=0.5)
+        for connection in (client._main, *client._recorders):
+            # the service waits 1 s; tests need not
+            connection.manager.reconnect_timeout = 0.05
         agents: list[AgentConnected] = []
         client.on_agent_connected(agents.append)
         try:

@@ -19,7 +19,7 @@ from ivr.asterisk.ami import AmiError, AmiNoReply
 from ivr.calls.dialplan_notice import AMI_STARTS_AT_ONCE, RecordingStart
 from ivr.calls.inbound import CallDeps
 from ivr.flow.commands import Decision
-from ivr.settings import DialplanSettings, RecordingSettings, Settings
+from ivr.settings import AmiSettings, DialplanSettings, RecordingSettings, Settings
 
 FILE = "0b6f3f5e-8c2d-4f7a-b1e9-3d5a7c9e2f41.wav"
 CHANNEL = "1795404928.1042"
@@ -52,8 +52,9 @@ async def answer(ami: Ami, decision: Decision, file_name: str | None, start: str
     return await starts(ami, start).answer(CHANNEL, NAME, decision, file_name)
 
 
-def deps(ami: Ami, start: str = "ami") -> CallDeps:
-    settings = Settings(mode="test", dialplan=DialplanSettings(
+def deps(ami: Ami, start: str = "ami", connections: int = 1) -> CallDeps:
+    settings = Settings(mode="test", ami=AmiSettings(recording_connections=connections),
+                        dialplan=DialplanSettings(
                             inbound_flow="dialplan", recording_start=start),  # type: ignore[arg-type]
                         recordings=RecordingSettings(asterisk_dir=Path("/var/spool/ivr/rec")))
     none: Any = None
@@ -70,24 +71,28 @@ async def test_the_service_starts_it_over_ami_and_tells_the_dialplan_when() -> N
     assert ami.asked == [(NAME, PurePosixPath("/var/spool/ivr/rec") / FILE)]
 
 
-async def test_past_the_starts_ami_takes_at_once_the_dialplan_starts_the_rest() -> None:
-    """AMI answers one action at a time: the starts beyond those under way are left to the
+@pytest.mark.parametrize("connections", [0, 1, 3])
+async def test_past_the_starts_ami_takes_at_once_the_dialplan_starts_the_rest(
+        connections: int) -> None:
+    """AMI answers one action at a time on each connection: the starts beyond those under
+    way on each (the first connection alone, for none of their own) are left to the
     dialplan at once rather than queued behind them; once one is answered, AMI is asked
     again."""
     ami = Ami()
     ami.held = asyncio.Event()
-    start = starts(ami)
+    start = RecordingStart(deps(ami, connections=connections))
+    at_once = AMI_STARTS_AT_ONCE * max(1, connections)
     waiting = [asyncio.create_task(start.answer(CHANNEL, NAME, Decision.CONSENT, FILE))
-               for _ in range(AMI_STARTS_AT_ONCE)]
+               for _ in range(at_once)]
     await asyncio.sleep(0)
-    assert len(ami.asked) == AMI_STARTS_AT_ONCE
+    assert len(ami.asked) == at_once
     assert await start.answer(CHANNEL, NAME, Decision.CONSENT, FILE) == f"consent:{FILE}"
     ami.held.set()
     assert all(said.startswith(f"consent:{FILE}:") for said in await asyncio.gather(*waiting))
     assert start.under_way == 0
     assert (await start.answer(CHANNEL, NAME, Decision.CONSENT, FILE)).startswith(
         f"consent:{FILE}:")
-    assert len(ami.asked) == AMI_STARTS_AT_ONCE + 1
+    assert len(ami.asked) == at_once + 1
 
 
 async def test_the_legal_basis_too() -> None:

@@ -123,7 +123,8 @@ async def test_ami_reconnect_hook_runs_on_each_login_after_the_first() -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     metrics = Metrics()
-    client = AmiClient(AmiSettings(port=port), on_reconnect=metrics.ami_reconnected)
+    client = AmiClient(AmiSettings(port=port, recording_connections=0),
+                       on_reconnect=metrics.ami_reconnected)
     client._manager.reconnect_timeout = 0.05
     try:
         await client.connect(wait=5)
