@@ -177,6 +177,16 @@ def test_ami_reads_only_agent_and_system_events(rendered: dict[str, Path]) -> No
     assert _value(manager, "ivr", "read") == "agent,system"
 
 
+def test_ami_raises_no_event_per_dialplan_step_nor_per_variable(
+        rendered: dict[str, Path]) -> None:
+    """With any AMI session open, Asterisk makes an event of every channel message, in one
+    thread: Newexten and VarSet, most of them, are disabled (the service reads neither),
+    never the events it does read (AgentConnect, FullyBooted)."""
+    manager = _sections(rendered["manager.conf"].read_text())
+    disabled = {e.strip() for e in _value(manager, "general", "disabledevents").split(",")}
+    assert disabled == {"Newexten", "VarSet"}
+
+
 def test_ami_reads_only_system_events_when_the_dialplan_plays_the_notice(
         tmp_path: Path, test_settings: Settings) -> None:
     """The dialplan flow learns who answered from the call's end note: queue events would
