@@ -130,11 +130,6 @@ class AmiClient:
         self.logged_in = self._main.logged_in
         self._manager.register_event("AgentConnect", self._agent_connect)
 
-    @property
-    def recording_connections(self) -> int:
-        """The connections recordings are started on: their own, or the first alone."""
-        return max(1, len(self._recorders))
-
     def on_agent_connected(self, listener: QueueListener) -> None:
         self._listeners.append(listener)
 
@@ -202,7 +197,7 @@ class AmiClient:
 
     async def queue_load(self, queue: str) -> tuple[int, int]:
         """Callers waiting in ``queue`` and agents available to it, right now."""
-        if not self.logged_in.is_set() or self._manager.protocol is None:
+        if not self._main.up:
             raise AmiError("AMI is not connected")
         future = self._manager.send_action({"Action": "QueueSummary", "Queue": queue},
                                            as_list=True)
