@@ -126,9 +126,8 @@ class AmiClient:
         self._main = _Connection(settings, True, self._on_login)
         self._recorders = [_Connection(settings, False, self._recorder_login)
                            for _ in range(settings.recording_connections)]
-        self._manager = self._main.manager
         self.logged_in = self._main.logged_in
-        self._manager.register_event("AgentConnect", self._agent_connect)
+        self._main.manager.register_event("AgentConnect", self._agent_connect)
 
     def on_agent_connected(self, listener: QueueListener) -> None:
         self._listeners.append(listener)
@@ -199,8 +198,8 @@ class AmiClient:
         """Callers waiting in ``queue`` and agents available to it, right now."""
         if not self._main.up:
             raise AmiError("AMI is not connected")
-        future = self._manager.send_action({"Action": "QueueSummary", "Queue": queue},
-                                           as_list=True)
+        future = self._main.manager.send_action({"Action": "QueueSummary", "Queue": queue},
+                                                as_list=True)
         try:
             replies = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
         except TimeoutError:

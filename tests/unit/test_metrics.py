@@ -125,7 +125,7 @@ async def test_ami_reconnect_hook_runs_on_each_login_after_the_first() -> None:
     metrics = Metrics()
     client = AmiClient(AmiSettings(port=port, recording_connections=0),
                        on_reconnect=metrics.ami_reconnected)
-    client._manager.reconnect_timeout = 0.05
+    client._main.manager.reconnect_timeout = 0.05
     try:
         await client.connect(wait=5)
         assert client.logged_in.is_set() and logins == 1
