@@ -90,6 +90,7 @@ class _Connection:
     def __init__(self, settings: AmiSettings, events: bool,
                  on_login: Callable[[_Connection], None]) -> None:
         self.logged_in = asyncio.Event()
+        self.logins = 0
         self.waiting = 0
         self._on_login = on_login
         self.manager = Manager(
@@ -106,6 +107,7 @@ class _Connection:
         return self.logged_in.is_set() and self.manager.protocol is not None
 
     def _logged_in(self, manager: Any) -> None:
+        self.logins += 1
         self.logged_in.set()
         self._on_login(self)
 
@@ -116,12 +118,12 @@ class _Connection:
 
 class AmiClient:
     def __init__(self, settings: AmiSettings, action_timeout: float = 5.0,
-                 on_reconnect: Callable[[], None] | None = None) -> None:
+                 on_reconnect: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.action_timeout = action_timeout
-        # Called each time AMI has logged in again after a drop (not at the first login).
+        # Called each time a connection has logged in again after a drop (not at its first
+        # login), with which: "events" (the first) or "recordings".
         self.on_reconnect = on_reconnect
-        self.reconnects = -1
         self._listeners: list[QueueListener] = []
         self._main = _Connection(settings, True, self._on_login)
         self._recorders = [_Connection(settings, False, self._recorder_login)
@@ -145,15 +147,20 @@ class AmiClient:
         for connection in (self._main, *self._recorders):
             connection.manager.close()
 
+    @property
+    def reconnects(self) -> int:
+        """Times the first connection has logged in again after a drop."""
+        return max(0, self._main.logins - 1)
+
     def _on_login(self, connection: _Connection) -> None:
-        self.reconnects += 1
         log.info("AMI connected", extra={"reconnects": self.reconnects})
         if self.reconnects > 0 and self.on_reconnect is not None:
-            self.on_reconnect()
+            self.on_reconnect("events")
 
-    @staticmethod
-    def _recorder_login(connection: _Connection) -> None:
-        log.info("AMI connected for recordings")
+    def _recorder_login(self, connection: _Connection) -> None:
+        log.info("AMI connected for recordings", extra={"reconnects": connection.logins - 1})
+        if connection.logins > 1 and self.on_reconnect is not None:
+            self.on_reconnect("recordings")
 
     def _agent_connect(self, manager: Any, event: Any) -> None:
         channel_id = event.get("Uniqueid", "")

@@ -22,6 +22,8 @@ class Step(StrEnum):
     DIGIT_TO_RECORDING = "digit_to_recording"
 
 
+# The ``connection`` label of the AMI reconnects (ivr/asterisk/ami.py).
+AMI_CONNECTIONS = ("events", "recordings")
 # Seconds. The steps take milliseconds below capacity (README: p99 16-71 ms at 10 calls/s)
 # and seconds past it; the buckets cover both.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -39,8 +41,11 @@ class Metrics:
             "ivr_ari_reconnects", "Times the ARI events websocket was connected again after "
             "a drop, since this instance started.", registry=self.registry)
         self._ami_reconnects = Counter(
-            "ivr_ami_reconnects", "Times AMI logged in again after a drop, since this "
-            "instance started.", registry=self.registry)
+            "ivr_ami_reconnects", "Times an AMI connection logged in again after a drop, "
+            "since this instance started: the first (events) or one of the recordings' own.",
+            ["connection"], registry=self.registry)
+        for connection in AMI_CONNECTIONS:  # both exposed from the start, at zero
+            self._ami_reconnects.labels(connection)
         self._steps = Histogram(
             "ivr_step_seconds", "Latency of one step of the call flow, in seconds.",
             ["step"], buckets=STEP_BUCKETS, registry=self.registry)
@@ -54,8 +59,10 @@ class Metrics:
     def ari_reconnected(self) -> None:
         self._ari_reconnects.inc()
 
-    def ami_reconnected(self) -> None:
-        self._ami_reconnects.inc()
+    def ami_reconnected(self, connection: str = "events") -> None:
+        """An AMI connection logged in again: ``events`` (the first: events, the queue's
+        questions) or ``recordings`` (one of those that start recordings)."""
+        self._ami_reconnects.labels(connection).inc()
 
     def observe_recording_start(self, notice_ended_at: datetime | None,
                                 digit_at: datetime | None, started: datetime) -> None:

@@ -81,16 +81,21 @@ def test_a_duration_that_is_not_one_is_refused(seconds: float) -> None:
                  step="answer") == 0
 
 
-def test_reconnects_are_counted_per_metrics_object() -> None:
+def test_reconnects_are_counted_per_metrics_object_and_ami_connection() -> None:
     first, second = Metrics(), Metrics()
     first.ari_reconnected()
     first.ari_reconnected()
-    first.ami_reconnected()
+    first.ami_reconnected("events")
+    first.ami_reconnected("recordings")
+    first.ami_reconnected("recordings")
     one, other = samples(exposition(first, None)), samples(exposition(second, None))
     assert value(one, "ivr_ari_reconnects_total") == 2
-    assert value(one, "ivr_ami_reconnects_total") == 1
+    assert value(one, "ivr_ami_reconnects_total", connection="events") == 1
+    assert value(one, "ivr_ami_reconnects_total", connection="recordings") == 2
     assert value(other, "ivr_ari_reconnects_total") == 0  # no registry shared
-    assert value(other, "ivr_ami_reconnects_total") == 0
+    # both connections' series are there before any drop
+    assert value(other, "ivr_ami_reconnects_total", connection="events") == 0
+    assert value(other, "ivr_ami_reconnects_total", connection="recordings") == 0
 
 
 def test_the_body_has_no_created_samples_and_declares_each_type() -> None:
@@ -102,7 +107,11 @@ def test_the_body_has_no_created_samples_and_declares_each_type() -> None:
 
 
 # AMI reconnects, through a real drop -----------------------------------------------------
-async def test_ami_reconnect_hook_runs_on_each_login_after_the_first() -> None:
+@pytest.mark.parametrize("recording_connections", [0, 1])
+async def test_ami_reconnect_hook_runs_on_each_login_after_the_first(
+        recording_connections: int) -> None:
+    """Asterisk drops every connection twice: each login after a connection's first is
+    counted, under the connection it was."""
     logins = 0
     writers: list[asyncio.StreamWriter] = []
 
@@ -120,23 +129,34 @@ async def test_ami_reconnect_hook_runs_on_each_login_after_the_first() -> None:
                      "Message: Authentication accepted\r\n\r\n".encode())
         logins += 1
 
+    def counted() -> tuple[float, float]:
+        found = samples(exposition(metrics, None))
+        return (value(found, "ivr_ami_reconnects_total", connection="events"),
+                value(found, "ivr_ami_reconnects_total", connection="recordings"))
+
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     metrics = Metrics()
-    client = AmiClient(AmiSettings(port=port, recording_connections=0),
+    client = AmiClient(AmiSettings(port=port, recording_connections=recording_connections),
                        on_reconnect=metrics.ami_reconnected)
-    client._main.manager.reconnect_timeout = 0.05
+    connections = 1 + recording_connections
+    for connection in (client._main, *client._recorders):
+        connection.manager.reconnect_timeout = 0.05
     try:
         await client.connect(wait=5)
-        assert client.logged_in.is_set() and logins == 1
-        assert value(samples(exposition(metrics, None)), "ivr_ami_reconnects_total") == 0
+        async with asyncio.timeout(5):
+            while logins < connections:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # any login counted by mistake would show by now
+        assert client.logged_in.is_set() and client.reconnects == 0
+        assert counted() == (0, 0)
         for dropped in (1, 2):
-            writers[-1].close()  # Asterisk goes away; the client logs in again
+            for writer in writers[-connections:]:
+                writer.close()  # Asterisk goes away; every connection logs in again
             async with asyncio.timeout(5):
-                while logins < dropped + 1 or not client.logged_in.is_set():
+                while counted() != (dropped, dropped * recording_connections):
                     await asyncio.sleep(0.01)
-            assert value(samples(exposition(metrics, None)),
-                         "ivr_ami_reconnects_total") == dropped
+            assert client.logged_in.is_set() and client.reconnects == dropped
     finally:
         client.close()
         server.close()
