@@ -21,14 +21,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.measure import postgres_cpu, rss_mb
+from bench.measure import active_channels, postgres_cpu, rss_mb
 from bench.report import write_reports
 from bench.steps import Context, Timing, run_step
 from ivr.calls.dialplan_notice import NOTE_SUFFIX as NOTICE_NOTE
@@ -51,6 +52,8 @@ SHORT_RATES = (10, 20, 30, 40, 44, 48, 52, 56, 60, 64, 72, 80)
 REAL_RATES = (4, 8, 12, 16, 20, 24, 28, 32)
 # The notes the dialplan leaves for the service (ivr/calls/unattended, dialplan_notice).
 NOTE_SUFFIXES = (UNATTENDED_NOTE, NOTICE_NOTE)
+# Longest wait for the PBX to hold no channel before a step (calls last 10 s or 40 s).
+REST_WAIT_S = 180.0
 # The variants, and the inbound flow the service runs for each.
 VARIANTS = {"baseline": "ari", "service": "ari", "service-dialplan": "dialplan"}
 
@@ -249,7 +252,8 @@ async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
                 ctx = Context(variant, prompts, sipp, timing, asterisk_pid, service.pid, log,
                               settings.recordings.local_dir, engine, database, work, idle_mb,
                               metrics_url)
-                row = await run_step(ctx, step % 100, rate, seconds)
+                rest = await at_rest(pbx)
+                row = await run_step(ctx, step % 100, rate, seconds) | rest
                 row["repeat"] = 1 + sum(r["variant"] == variant and r["rate_cps"] == rate
                                         for r in rows)
                 rows.append(row)
@@ -265,6 +269,26 @@ async def run_group(paths: Any, work: Path, prompts: str, group: list[str],
         service.wait(30)
         pbx.stop()
     return rows
+
+
+class Cli(Protocol):
+    def cli(self, command: str) -> subprocess.CompletedProcess[str]: ...
+
+
+async def at_rest(pbx: Cli, wait: float = REST_WAIT_S) -> dict[str, Any]:
+    """Wait until the PBX holds no channel, so that a step does not start on the calls of
+    the one before: past capacity, SIPp gives callers up that Asterisk still plays to
+    until their own end (seen: a step after a failed one at 72 calls/s had none of its
+    4320 calls answered). How long that took, and the channels still there if it did not
+    come."""
+    started = time.monotonic()
+    while True:
+        reply = await asyncio.to_thread(pbx.cli, "core show channels count")
+        left = active_channels(reply.stdout)
+        waited = time.monotonic() - started
+        if left == 0 or left is None or waited > wait:
+            return {"rest_wait_s": round(waited, 1), "channels_at_start": left}
+        await asyncio.sleep(1)
 
 
 async def fresh_database(url: str, name: str) -> str:
@@ -312,7 +336,9 @@ def _text(path: Path) -> str:
 def summary(row: dict[str, Any]) -> str:
     return (f"{row['prompts']:5} {row['variant']:16} {row['rate_cps']:6g} cps: "
             f"{row['succeeded']}/{row['attempted']} ok, recordings {row['recordings']}, "
-            f"receipts {row['receipts']}, clean {row['clean']}")
+            f"receipts {row['receipts']}, clean {row['clean']}"
+            + (f" (begun on {row['channels_at_start']} channels of the step before)"
+               if row.get("channels_at_start") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """What one benchmark step measures outside SIPp: CPU seconds of a process (from /proc),
 its resident memory and the machine's busy cores, sampled, SIPp's own CPU, how fast the
 machine's cores were just before the step,
-PostgreSQL's transaction counter for a database, and the service's event-loop lag (its
-/metrics)."""
+PostgreSQL's transaction counter for a database, the service's event-loop lag (its
+/metrics), and how many channels the PBX holds."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import resource
 import statistics
 import sys
@@ -28,6 +29,7 @@ REFERENCE_LOOP = ("import time\nstarted = time.perf_counter()\ntotal = 0\n"
                   "for i in range({n}):\n    total += i\nprint(time.perf_counter() - started)")
 REFERENCE_ITERATIONS = 5_000_000
 Buckets = dict[float, float]  # a histogram's cumulative counts by bucket bound
+ACTIVE_CHANNELS = re.compile(r"^(\d+) active channels?$", re.M)
 
 
 def loop_lag(body: str) -> Buckets:
@@ -46,6 +48,13 @@ def lag_ms(before: Buckets, after: Buckets, share: float) -> float | None:
         return None
     bound = min(b for b, n in counts.items() if n >= share * total)
     return round(bound * 1000, 1)
+
+
+def active_channels(cli_output: str) -> int | None:
+    """The channels Asterisk holds, from ``core show channels count``; None when the
+    output does not say."""
+    found = ACTIVE_CHANNELS.search(cli_output)
+    return int(found.group(1)) if found else None
 
 
 def cpu_seconds(pid: int) -> float:

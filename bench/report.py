@@ -264,7 +264,17 @@ def markdown(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         lines.append("| " + " | ".join(_cell(row.get(key, FIRST_RUN.get(key)))
                                        for key, _ in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _not_at_rest(result["rows"])) + "\n"
+
+
+def _not_at_rest(rows: list[dict[str, Any]]) -> list[str]:
+    """The steps that began while the PBX still held the calls of the step before (it
+    waits for none, up to a limit: ``rest_wait_s``, ``channels_at_start``)."""
+    busy = [f"{r['prompts']} {r['variant']} at {r['rate_cps']:g} calls/s "
+            f"({r['channels_at_start']} channels after {r['rest_wait_s']:g} s)"
+            for r in rows if r.get("channels_at_start")]
+    return ["", "Steps begun with the PBX still holding calls of the step before: "
+            + "; ".join(busy) + "."] if busy else []
 
 
 def _load_text(load: dict[str, Any]) -> str:

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.__main__ import notes_of_its_own
+from bench.__main__ import at_rest, notes_of_its_own
 from bench.by_start import main as by_start_main
 from bench.measure import (
     Sampler,
+    active_channels,
     cores_busy,
     lag_ms,
     loop_lag,
@@ -336,6 +338,44 @@ async def test_the_reference_loop_times_the_slowest_core(
     assert took is not None and 0 < took < 5
     monkeypatch.setattr("bench.measure.sys.executable", "/bin/false")
     assert await reference_loop_s(iterations=10, cores=2) is None
+
+
+def test_the_channels_are_read_from_asterisks_count() -> None:
+    assert active_channels("0 active channels\n0 active calls\n12 calls processed\n") == 0
+    assert active_channels("1 active channel\n1 active call\n") == 1
+    assert active_channels("812 active channels\n406 active calls\n") == 812
+    assert active_channels("Unable to connect to remote asterisk\n") is None
+
+
+class Counting:
+    """Asterisk's answers to ``core show channels count``, one per call."""
+
+    def __init__(self, *counts: int | None) -> None:
+        self.counts, self.asked = list(counts), 0
+
+    def cli(self, command: str) -> subprocess.CompletedProcess[str]:
+        assert command == "core show channels count"
+        count = self.counts[min(self.asked, len(self.counts) - 1)]
+        self.asked += 1
+        return subprocess.CompletedProcess([], 0, "" if count is None
+                                           else f"{count} active channels\n", "")
+
+
+async def test_a_step_waits_for_the_pbx_to_hold_no_channel() -> None:
+    """Channels left by the step before are waited out; an answer that gives no count
+    does not hold the run; past the limit the step begins and says on what."""
+    draining = Counting(300, 12, 0)
+    assert (await at_rest(draining, wait=10))["channels_at_start"] == 0
+    assert draining.asked == 3
+    assert (await at_rest(Counting(None), wait=10))["channels_at_start"] is None
+    stuck = await at_rest(Counting(40), wait=0.5)
+    assert stuck["channels_at_start"] == 40 and stuck["rest_wait_s"] >= 0.5
+    rows = [row("baseline", 72, False) | stuck, row("service", 72, True) | {
+        "rest_wait_s": 0.0, "channels_at_start": 0}]
+    text = markdown({"label": "", "measured_at": "t", "machine": "m", "by_prompts": {},
+                     "rows": rows})
+    assert "still holding calls of the step before: short baseline at 72 calls/s (40 " \
+        "channels after" in text and "short service at 72" not in text
 
 
 async def test_the_sampler_keeps_the_median_and_the_most_threads_ready() -> None:
