@@ -116,13 +116,20 @@ class _Connection:
         log.warning("AMI connection lost; reconnecting")
 
 
+# The kinds of the service's AMI connections, as the reconnects metric's label names them:
+# the first (events, the queue's questions) and the recordings' own.
+EVENTS = "events"
+RECORDINGS = "recordings"
+CONNECTION_KINDS = (EVENTS, RECORDINGS)
+
+
 class AmiClient:
     def __init__(self, settings: AmiSettings, action_timeout: float = 5.0,
                  on_reconnect: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.action_timeout = action_timeout
         # Called each time a connection has logged in again after a drop (not at its first
-        # login), with which: "events" (the first) or "recordings".
+        # login), with which: EVENTS (the first) or RECORDINGS.
         self.on_reconnect = on_reconnect
         self._listeners: list[QueueListener] = []
         self._main = _Connection(settings, True, self._on_login)
@@ -155,12 +162,12 @@ class AmiClient:
     def _on_login(self, connection: _Connection) -> None:
         log.info("AMI connected", extra={"reconnects": self.reconnects})
         if self.reconnects > 0 and self.on_reconnect is not None:
-            self.on_reconnect("events")
+            self.on_reconnect(EVENTS)
 
     def _recorder_login(self, connection: _Connection) -> None:
         log.info("AMI connected for recordings", extra={"reconnects": connection.logins - 1})
         if connection.logins > 1 and self.on_reconnect is not None:
-            self.on_reconnect("recordings")
+            self.on_reconnect(RECORDINGS)
 
     def _agent_connect(self, manager: Any, event: Any) -> None:
         channel_id = event.get("Uniqueid", "")

@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ivr.asterisk.ami import CONNECTION_KINDS
+
 
 class Step(StrEnum):
     """The call flow's steps whose latency is measured (the ``step`` label)."""
@@ -22,8 +24,6 @@ class Step(StrEnum):
     DIGIT_TO_RECORDING = "digit_to_recording"
 
 
-# The ``connection`` label of the AMI reconnects (ivr/asterisk/ami.py).
-AMI_CONNECTIONS = ("events", "recordings")
 # Seconds. The steps take milliseconds below capacity (README: p99 16-71 ms at 10 calls/s)
 # and seconds past it; the buckets cover both.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -44,7 +44,7 @@ class Metrics:
             "ivr_ami_reconnects", "Times an AMI connection logged in again after a drop, "
             "since this instance started: the first (events) or one of the recordings' own.",
             ["connection"], registry=self.registry)
-        for connection in AMI_CONNECTIONS:  # both exposed from the start, at zero
+        for connection in CONNECTION_KINDS:  # both exposed from the start, at zero
             self._ami_reconnects.labels(connection)
         self._steps = Histogram(
             "ivr_step_seconds", "Latency of one step of the call flow, in seconds.",
@@ -59,7 +59,7 @@ class Metrics:
     def ari_reconnected(self) -> None:
         self._ari_reconnects.inc()
 
-    def ami_reconnected(self, connection: str = "events") -> None:
+    def ami_reconnected(self, connection: str) -> None:
         """An AMI connection logged in again: ``events`` (the first: events, the queue's
         questions) or ``recordings`` (one of those that start recordings)."""
         self._ami_reconnects.labels(connection).inc()
