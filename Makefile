@@ -2,7 +2,8 @@
 #   make demo    install and build what is needed, start everything, place calls, stop
 #   make test    install what is needed and run the whole suite (real Asterisk included)
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter the virtual environment is built from (scripts/pick-python.sh).
+PYTHON ?= $(shell bash scripts/pick-python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
 export IVR_STATE_DIR ?= $(CURDIR)/var/testpbx

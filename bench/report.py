@@ -233,7 +233,7 @@ def write_reports(out: Path, rows: list[dict[str, Any]], label: str,
     result = {**summary(rows), "label": label, "scheduling": scheduling or {},
               "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {_cpus()} CPUs, Python "
-                         f"{platform.python_version()}",
+                         f"{platform.python_version()} ({interpreter()})",
               "rows": rows}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (out / "results.md").write_text(markdown(result))
@@ -389,3 +389,11 @@ def _cpus() -> int:
     import os
 
     return os.cpu_count() or 0
+
+
+def interpreter() -> str:
+    """The Python the service and the reference loop run on (the virtual environment's
+    base): a distribution's optimised build and one built from source differ in speed."""
+    import sys
+
+    return str(getattr(sys, "_base_executable", sys.executable))
