@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+
+from ivr.asterisk.form_fields import form_fields
 
 MAX_HEAD_BYTES = 4096
 MAX_BODY_BYTES = 4096  # a report is under 1 KB
@@ -81,8 +82,7 @@ class ReportRequest:
 
 def _query(text: str) -> tuple[tuple[str, str], ...]:
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
-                          max_num_fields=MAX_QUERY_FIELDS)
+        pairs = form_fields(text, MAX_QUERY_FIELDS)
     except ValueError as exc:
         raise ReportError(f"not a query: {exc}") from None
     if len({name for name, _ in pairs}) != len(pairs):

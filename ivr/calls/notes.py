@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qsl
 
 from ivr.asterisk.ari_events import Channel
+from ivr.asterisk.form_fields import form_fields
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ def fields_of(text: str, names: tuple[str, ...], version: str = "1") -> dict[str
     if len(lines) != 1:
         raise NoteError(f"a note is one line, not {len(lines)}")
     try:
-        pairs = parse_qsl(lines[0], keep_blank_values=True, strict_parsing=True,
-                          max_num_fields=len(names))
+        pairs = form_fields(lines[0], len(names))
     except ValueError as exc:
         raise NoteError(f"not URL-encoded fields: {exc}") from None
     fields = dict(pairs)
