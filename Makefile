@@ -32,8 +32,9 @@ prepare: venv
 	@$(PY) -m testpbx prepare
 
 lint: venv
-	$(VENV)/bin/ruff check ivr testpbx tests migrations
+	$(VENV)/bin/ruff check ivr testpbx tests migrations bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --explicit-package-bases tests
 
 unit: venv
 	$(VENV)/bin/pytest tests/unit

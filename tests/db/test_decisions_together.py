@@ -109,9 +109,9 @@ async def test_a_call_stored_already_is_not_decided_again_together(
     scene = replace(REFUSAL, caller=caller())
 
     async def twice(queued: CallDeps) -> list[Any]:
-        return await asyncio.gather(decide(queued, before, REFUSAL.report()),
-                                    decide(queued, again, scene.report()),
-                                    decide(queued, again, scene.report()))
+        return list(await asyncio.gather(decide(queued, before, REFUSAL.report()),
+                                         decide(queued, again, scene.report()),
+                                         decide(queued, again, scene.report())))
 
     answers, _ = await with_queue(deps, twice)
     assert first is not None
@@ -160,7 +160,7 @@ async def test_a_decision_the_store_refuses_is_not_recorded_and_the_rest_are(
     good = [await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
             for _ in range(3)]
     bad = await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
-    assert bad.call is not None
+    assert bad.call is not None and good[0].call is not None
     taken = replace(good[0].call, id=bad.call_id, channel_id=f"taken-{uuid.uuid4().hex[:8]}")
     assert await deps.records.records.open(taken)
     outcomes = await deps.records.store_decisions([*good, bad])

@@ -22,6 +22,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from ivr.recordings.s3 import S3Store
+from ivr.settings import S3StoreSettings
 from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks
 from ivr.store.recordings import RecordingAccess
@@ -185,7 +186,9 @@ def closed_port() -> int:
 async def test_an_unreachable_store_keeps_the_spool_copy_and_says_why(
         a: Node, tmp_path: Path, bucket: str) -> None:
     made = await add_recording(a, ended=ENDED)
-    unreachable = S3Store(a.settings.recordings.store.model_copy(  # type: ignore[union-attr]
+    store = a.settings.recordings.store
+    assert isinstance(store, S3StoreSettings)
+    unreachable = S3Store(store.model_copy(
         update={"endpoint_url": f"http://127.0.0.1:{closed_port()}"}))
 
     report = await a.move_job(unreachable).run_once(datetime.now(UTC))

@@ -197,8 +197,10 @@ async def recording_id(console: Any, file_name: str) -> str:
 
 
 async def audit_actions(console: Any, action: str) -> list[dict[str, Any]]:
-    return await console.query("SELECT subject_id, details FROM audit_log WHERE action = :a"
-                               " ORDER BY id", {"a": action})
+    rows: list[dict[str, Any]] = await console.query(
+        "SELECT subject_id, details FROM audit_log WHERE action = :a ORDER BY id",
+        {"a": action})
+    return rows
 
 
 def test_screenshots_are_linked_from_the_readme() -> None:

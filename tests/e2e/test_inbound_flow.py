@@ -103,7 +103,7 @@ async def outcomes(service: Any, sipp: Sipp) -> dict[str, Outcome]:
 
 def _sent(scenario: Scenario, record: dict[str, Any]) -> bool:
     """Whether a stored call came from the caller ID this scenario sent."""
-    return record["caller_raw"] == (scenario.arrives_as or scenario.caller)
+    return bool(record["caller_raw"] == (scenario.arrives_as or scenario.caller))
 
 
 def recorded(service: Any, outcome: Outcome) -> None:

@@ -32,7 +32,7 @@ async def stored_row(service: Any, call_id: str, wait: float = 40.0) -> dict[str
             "SELECT id::text AS id, file_name, stored_location, sha256, size_bytes "
             "FROM recordings WHERE call_id = CAST(:id AS uuid)", {"id": call_id})
         if row["stored_location"] is not None:
-            return row
+            return dict(row)
         if time.monotonic() > deadline:
             raise AssertionError(f"not moved to the store within {wait} s: {row}; log:\n"
                                  f"{service.log.read_text(errors='replace')[-3000:]}")

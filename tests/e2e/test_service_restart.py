@@ -55,7 +55,7 @@ WHERE c.caller_raw = :caller
 
 async def stored(service: Any, caller: str) -> dict[str, Any]:
     (record,) = await service.query(RECORD_SQL, {"caller": caller})
-    return record
+    return dict(record)
 
 
 def killed(service: Any) -> float:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from ivr.asterisk.listener import Listener
 
-L = TypeVar("L", bound=Listener)
+L = TypeVar("L", bound=Listener[Any])
 
 
 @contextlib.asynccontextmanager

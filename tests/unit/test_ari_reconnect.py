@@ -103,12 +103,12 @@ async def test_a_connection_whose_application_asterisk_lost_is_made_again() -> N
     find no application). The client asks ``GET /applications/<app>``, and while Asterisk
     answers 404 it connects again; ``Connected`` comes only once the application is
     there."""
-    from websockets.http11 import Request
+    from websockets.http11 import Request, Response
 
     opened: list[int] = []
     asked: list[str] = []
 
-    def applications(connection: ServerConnection, request: Request) -> object:
+    def applications(connection: ServerConnection, request: Request) -> Response | None:
         if request.path.startswith("/ari/applications/"):
             asked.append(request.path)
             # lost on the first two connections (five asks each), there on the third

@@ -280,7 +280,8 @@ def test_callers_press_during_the_question_and_after_the_notice() -> None:
 
 def test_peak_concurrency_counts_calls_held_at_once() -> None:
     t = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
-    rows = [{"started_at": t, "ended_at": t + timedelta(seconds=10)},
+    rows: list[dict[str, Any]] = [
+            {"started_at": t, "ended_at": t + timedelta(seconds=10)},
             {"started_at": t + timedelta(seconds=2), "ended_at": t + timedelta(seconds=4)},
             {"started_at": t + timedelta(seconds=4), "ended_at": t + timedelta(seconds=6)},
             {"started_at": t + timedelta(seconds=5), "ended_at": None},  # still held
@@ -380,7 +381,8 @@ async def test_a_step_waits_for_the_pbx_to_hold_no_channel() -> None:
 
 async def test_the_sampler_keeps_the_median_and_the_most_threads_ready() -> None:
     sampler = Sampler(os.getpid())
-    assert sampler.threads_ready == (None, None)
+    before = sampler.threads_ready
+    assert before == (None, None)
     sampler.ready = [3, 40, 5, 2]
     assert sampler.threads_ready == (4.0, 40)
     stop = asyncio.Event()

@@ -55,7 +55,7 @@ async def answer(ami: Ami, decision: Decision, file_name: str | None, start: str
 def deps(ami: Ami, start: str = "ami", connections: int = 1) -> CallDeps:
     settings = Settings(mode="test", ami=AmiSettings(recording_connections=connections),
                         dialplan=DialplanSettings(
-                            inbound_flow="dialplan", recording_start=start),  # type: ignore[arg-type]
+                            inbound_flow="dialplan", recording_start=start),
                         recordings=RecordingSettings(asterisk_dir=Path("/var/spool/ivr/rec")))
     none: Any = None
     return CallDeps(settings, none, ami, none, none, none)  # type: ignore[arg-type]
@@ -132,4 +132,4 @@ async def test_no_file_no_recording_whoever_would_start_it(decision: Decision,
 
 def test_the_setting_takes_only_who_can_start_it() -> None:
     with pytest.raises(ValueError, match="recording_start"):
-        DialplanSettings(recording_start="sipp")  # type: ignore[arg-type]
+        DialplanSettings(recording_start="sipp")

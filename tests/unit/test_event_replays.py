@@ -394,9 +394,11 @@ def sequence_item(kind: str, arg: str, at: datetime, played: list[str]) -> CallI
         return PlaybackFinished("PlaybackFinished", at, "ivr", playback, "", "channel:9.1",
                                 "done" if kind == "finished" else "failed")
     if kind == "gone":
-        return {"hangup": ChannelHangupRequest("ChannelHangupRequest", at, "ivr", CHANNEL, 16),
-                "destroyed": ChannelDestroyed("ChannelDestroyed", at, "ivr", CHANNEL, 16, ""),
-                "vanished": ChannelVanished(CHANNEL.id)}[arg]
+        gone: dict[str, CallItem] = {
+            "hangup": ChannelHangupRequest("ChannelHangupRequest", at, "ivr", CHANNEL, 16),
+            "destroyed": ChannelDestroyed("ChannelDestroyed", at, "ivr", CHANNEL, 16, ""),
+            "vanished": ChannelVanished(CHANNEL.id)}
+        return gone[arg]
     if kind == "agent":
         return AgentConnected(CHANNEL.id, arg)
     return None

@@ -19,6 +19,7 @@ import contextlib
 import io
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Literal
 
 import pytest
 from hypothesis import example, given, settings
@@ -47,7 +48,8 @@ def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 COMMANDS = dict(commands(build_parser()))
 OPTIONS = sorted({option for options in COMMANDS.values() for option in options})
 
-ARGV_TEXT = st.characters(exclude_characters="\x00", exclude_categories=("Cs",)) | \
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+ARGV_TEXT = st.characters(exclude_characters="\x00", exclude_categories=SURROGATES) | \
     st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)  # argv bytes not UTF-8
 WORD = st.text(ARGV_TEXT, max_size=40)
 LONG = st.integers(1_000, 200_000).map(lambda n: "9" * n) | st.text(ARGV_TEXT, min_size=500,
@@ -87,8 +89,8 @@ def run_cli(argv: Sequence[str]) -> tuple[object, str, str]:
                 code = exc.code
             out.flush()
             err.flush()
-    return (code, out.buffer.getvalue().decode(),  # type: ignore[attr-defined]
-            err.buffer.getvalue().decode())  # type: ignore[attr-defined]
+    return (code, out.buffer.getvalue().decode(),
+            err.buffer.getvalue().decode())
 
 
 def assert_ends_cleanly(argv: Sequence[str]) -> None:

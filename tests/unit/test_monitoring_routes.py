@@ -209,7 +209,7 @@ async def test_the_service_checks_report_what_is_down(get: Get) -> None:
             "database": {"up": False, "reason": parts["database"]["reason"]},  # type: ignore[index]
             "ari": {"up": False, "reason": "the ARI events websocket has not connected yet"},
             "ami": {"up": False, "reason": "AMI is not logged in"}}
-        reason = parts["database"]["reason"]  # type: ignore[index]
+        reason = parts["database"]["reason"]
         assert reason.startswith(f"cannot reach PostgreSQL at 127.0.0.1:{db.url.port}/ivr: ")
         assert PASSWORD not in reason
         websocket_up.set()

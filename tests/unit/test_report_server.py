@@ -164,7 +164,7 @@ def test_a_request_head_parses_or_is_refused() -> None:
     (lambda port: FastAgiServer("127.0.0.1", port, {}), "IVR_FASTAGI__PORT"),
 ])
 async def test_a_port_taken_is_a_clear_error_naming_the_setting(
-        make: Callable[[int], Listener], setting: str) -> None:
+        make: Callable[[int], Listener[Any]], setting: str) -> None:
     """``ivr serve`` stops with one line (ivr/cli.py prints it), not a traceback."""
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
