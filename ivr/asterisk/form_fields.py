@@ -1,7 +1,7 @@
 """URL-encoded fields as the dialplan writes them (``URIENCODE()``): a note, a report's
 body, a report's query. Read strictly, as ``urllib.parse.parse_qsl`` reads them with
 ``keep_blank_values`` and ``strict_parsing`` (the same pairs, the same refusals), in about
-a third of its time: every call's report and end note pass through here."""
+half its time: every call's report and end note pass through here."""
 
 from __future__ import annotations
 
