@@ -17,6 +17,7 @@ import logging
 import platform
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 
 from bench.report import interpreter
@@ -42,7 +43,6 @@ NOTICE = [Segment("service-information"), Segment("service-question", question=T
 
 def one_call(settings: Settings, formatter: logging.Formatter, n: int) -> int:
     """The service's Python work for one call; returns a size, so nothing is skipped."""
-    import uuid
     channel = f"node2-1795404928.{n}"
     report = parse_report(REPORT)
     call_id = uuid.uuid5(DIALPLAN_CALLS, f"{settings.node}/{channel}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -394,6 +395,4 @@ def _cpus() -> int:
 def interpreter() -> str:
     """The Python the service and the reference loop run on (the virtual environment's
     base): a distribution's optimised build and one built from source differ in speed."""
-    import sys
-
     return str(getattr(sys, "_base_executable", sys.executable))
