@@ -370,9 +370,12 @@ async def record_end(deps: CallDeps, call: Ended) -> None:
         await records.recording_started(end.started.file_name, end.started.mixmonitor_id,
                                         end.started.started_at)
     await _not_started(deps, call, end)
+    # the missed call with the close, in one write (as the ARI flow does)
     await records.close(end.opened.id, end.closed,
-                        end.started.file_name if end.started else None)
-    await _after(deps, call, end)
+                        end.started.file_name if end.started else None,
+                        _missed(deps, call, end))
+    if end.started is not None:
+        observe_recording_start(deps, call)
 
 
 async def record_ends(deps: CallDeps, calls: list[Ended]) -> None:
@@ -415,14 +418,6 @@ async def _not_started(deps: CallDeps, call: Ended, end: _Closing) -> None:
         except Exception as exc:  # PostgreSQL only: the row stays planned, the call closes
             log.warning("recording not marked as not started: %s", str(exc)[:200],
                         extra={"file": file_name})
-
-
-async def _after(deps: CallDeps, call: Ended, end: _Closing) -> None:
-    """The recording's latency (metrics), and the missed call when nobody answered."""
-    if end.started is not None:
-        observe_recording_start(deps, call)
-    if (missed := _missed(deps, call, end)) is not None:
-        await deps.records.record_missed(missed)
 
 
 def _missed(deps: CallDeps, call: Ended, end: _Closing) -> Missed | None:

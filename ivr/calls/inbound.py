@@ -419,22 +419,33 @@ class InboundCallRunner:
         return ev.RecordingStarted(mixmonitor_id, started)
 
     async def close(self, command: cmd.CloseCall, state: str) -> None:
+        """Close the call's record; when nobody in the call centre answered, with its
+        missed call in the same write (a service stopped between the two would leave a
+        closed call that no callback returns: the restart recovers only open calls)."""
         closed = ClosedCall(
             answered_at=self.answered_at, ended_at=command.ended_at,
             end_reason=command.end_reason,
             notice_completed=command.notice_completed if self.line else None,
             agent_answered=command.agent_answered, agent=self.agent, state=state)
+        missed = None
+        if self.direction == "inbound" and self.line is not None and not command.agent_answered:
+            missed = await self.missed(command.ended_at)
         try:
-            await self.deps.records.close(self.call_uuid, closed, self.recording_file)
+            callback = await self.deps.records.close(self.call_uuid, closed,
+                                                     self.recording_file, missed)
         except Exception:
             log.exception("could not close the call record", extra=self.log_extra)
+            if missed is None:
+                return
+            # the close may be what failed: the missed call on its own, as it would be
+            return await self.record_missed(missed)
         log.info("call closed", extra={**self.log_extra, "reason": command.end_reason,
                                        "notice_completed": command.notice_completed,
                                        "agent_answered": command.agent_answered})
-        if self.direction == "inbound" and self.line is not None and not command.agent_answered:
-            await self.record_missed(command.ended_at)
+        if missed is not None:
+            self.log_missed(missed, callback)
 
-    async def record_missed(self, at: datetime) -> None:
+    async def missed(self, at: datetime) -> Missed:
         """Rule 4: nobody in the call centre answered; the call is to be returned."""
         assert self.line is not None
         reason = ("ivr_hangup" if not self.reached_queue else
@@ -447,15 +458,21 @@ class InboundCallRunner:
         except AmiError as exc:
             log.warning("queue load unknown: %s", exc, extra=self.log_extra)
         caller = describe_caller(self.start.channel.caller_number, self.deps.settings.region)
+        return Missed(call_id=self.call_uuid, caller=caller.e164,
+                      caller_withheld=caller.withheld, reason=reason, overloaded=overloaded,
+                      missed_at=at)
+
+    async def record_missed(self, missed: Missed) -> None:
         try:
-            callback = await self.deps.records.record_missed(Missed(
-                call_id=self.call_uuid, caller=caller.e164, caller_withheld=caller.withheld,
-                reason=reason, overloaded=overloaded, missed_at=at))
+            callback = await self.deps.records.record_missed(missed)
         except Exception:
             log.exception("could not store the missed call", extra=self.log_extra)
             return
-        log.info("missed call", extra={**self.log_extra, "reason": reason,
+        self.log_missed(missed, callback)
+
+    def log_missed(self, missed: Missed, callback: uuid.UUID | None) -> None:
+        log.info("missed call", extra={**self.log_extra, "reason": missed.reason,
                                        "callback": str(callback) if callback else None,
-                                       "overloaded": overloaded})
+                                       "overloaded": missed.overloaded})
 
 

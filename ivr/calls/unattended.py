@@ -84,16 +84,18 @@ async def record_unattended(deps: CallDeps, call: UnattendedCall) -> None:
     channel = channel_of(call.channel_id, call.caller, call.dialled)
     opened, line = opened_call(settings, call_id, channel, call.entered_at)
     await deps.records.open(opened)
-    await deps.records.close(call_id, ClosedCall(
+    missed = None
+    if line is not None and call.agent is None:
+        caller = describe_caller(call.caller, settings.region)
+        missed = Missed(call_id=call_id, caller=caller.e164, caller_withheld=caller.withheld,
+                        reason=call.missed_reason, overloaded=False, missed_at=call.ended_at)
+    # the missed call with the close, in one write
+    callback = await deps.records.close(call_id, ClosedCall(
         answered_at=None, ended_at=call.ended_at, end_reason=END_REASON,
         notice_completed=False if line else None, agent_answered=call.agent is not None,
-        agent=call.agent, state="ended"), None)
-    if line is None or call.agent is not None:
+        agent=call.agent, state="ended"), None, missed)
+    if missed is None:
         return
-    caller = describe_caller(call.caller, settings.region)
-    callback = await deps.records.record_missed(Missed(
-        call_id=call_id, caller=caller.e164, caller_withheld=caller.withheld,
-        reason=call.missed_reason, overloaded=False, missed_at=call.ended_at))
     log.info("missed call while no instance ran", extra={
         "call_id": str(call_id), "channel": call.channel_id, "reason": call.missed_reason,
         "callback": str(callback) if callback else None})

@@ -8,6 +8,7 @@ Each merge recomputes what the callback inherits from all the calls it returns.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -140,6 +141,10 @@ class CallbackView:
         }
 
 
+# What a missed call is written after, in its transaction (given the connection).
+Closing = Callable[[AsyncConnection], Awaitable[None]]
+
+
 class CallbackError(Exception):
     """A callback that does not exist or cannot be placed now; the message says why."""
 
@@ -150,11 +155,16 @@ class Callbacks:
         self.window_minutes = window_minutes
 
     # missed calls ------------------------------------------------------------------------
-    async def record_missed(self, missed: Missed) -> uuid.UUID | None:
+    async def record_missed(self, missed: Missed, after: Closing | None = None
+                            ) -> uuid.UUID | None:
         """Store the missed call; open (or merge into) its caller's callback. Returns the
         callback's id, or ``None`` when the caller withheld the number. A missed call
-        stored again (a journal replay) changes nothing."""
+        stored again (a journal replay) changes nothing. ``after``: what is written first,
+        in the same transaction (the call's close: never a closed call whose missed call
+        a crash lost)."""
         async with self.db.engine.begin() as connection:
+            if after is not None:
+                await after(connection)
             return (await self._record_missed(connection, [missed])).get(missed.call_id)
 
     async def record_missed_many(self, missed: list[Missed]) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -38,6 +39,7 @@ from ivr.store.receipts import (
     OpenedCall,
     PlannedRecording,
     StaleCall,
+    close_on,
 )
 
 if TYPE_CHECKING:
@@ -133,9 +135,13 @@ class DurableRecords:
                                                 mixmonitor_id=mixmonitor_id, at=at))
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
-                    recording_file: str | None) -> None:
-        await self._store(CloseEntry(call_id=call_id, closed=closed,
-                                     recording_file=recording_file))
+                    recording_file: str | None, missed: Missed | None = None
+                    ) -> uuid.UUID | None:
+        """Close the call and, with ``missed``, store its missed call in the same
+        transaction (or the same journal entry); the callback, as ``record_missed``."""
+        stored = await self._store(CloseEntry(call_id=call_id, closed=closed,
+                                              recording_file=recording_file, missed=missed))
+        return stored if isinstance(stored, uuid.UUID) else None
 
     async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
         await self._store(CloseOrphanEntry(channel_id=channel_id, reason=reason, at=at))
@@ -207,8 +213,13 @@ class DurableRecords:
                     entry.recording, entry.inherited_from, entry.call)
             case RecordingStartedEntry(file_name=name, mixmonitor_id=mixmonitor_id, at=at):
                 return await records.recording_started(name, mixmonitor_id, at)
-            case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file):
+            case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file,
+                            missed=None):
                 return await records.close(call_id, closed, recording_file)
+            case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file,
+                            missed=Missed() as missed):
+                return await self.callbacks.record_missed(missed, partial(
+                    close_on, call_id=call_id, closed=closed, recording_file=recording_file))
             case CloseOrphanEntry(channel_id=channel_id, reason=reason, at=at):
                 return await records.close_orphan(channel_id, reason, at)
             case MissedEntry(missed=missed):

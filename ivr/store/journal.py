@@ -68,6 +68,8 @@ class CloseEntry(_Entry):
     call_id: uuid.UUID
     closed: ClosedCall
     recording_file: str | None
+    # the missed call it leaves (rule 4), written with the close: both or neither
+    missed: Missed | None = None
 
 
 class CloseOrphanEntry(_Entry):

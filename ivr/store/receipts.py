@@ -18,6 +18,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ivr.flow.commands import Receipt
 from ivr.store.audit import RECORDING_CREATED, RECORDING_NOT_STARTED, AuditLog, NewEntry
@@ -392,9 +393,16 @@ class CallRecords:
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
                     recording_file: str | None) -> None:
         async with self.db.autocommit.connect() as connection:
-            await connection.exec_driver_sql(CLOSE_CALL, {
-                "call_id": call_id, "answered_at": closed.answered_at,
-                "ended_at": closed.ended_at, "end_reason": closed.end_reason,
-                "notice_completed": closed.notice_completed,
-                "agent_answered": closed.agent_answered, "agent": closed.agent,
-                "state": closed.state, "recording_file": recording_file})
+            await close_on(connection, call_id, closed, recording_file)
+
+
+async def close_on(connection: AsyncConnection, call_id: uuid.UUID, closed: ClosedCall,
+                   recording_file: str | None) -> None:
+    """Close the call's record (and stop its recording's row) on ``connection``, alone or
+    in a transaction with what goes with it (its missed call: ``Callbacks.record_missed``)."""
+    await connection.exec_driver_sql(CLOSE_CALL, {
+        "call_id": call_id, "answered_at": closed.answered_at,
+        "ended_at": closed.ended_at, "end_reason": closed.end_reason,
+        "notice_completed": closed.notice_completed,
+        "agent_answered": closed.agent_answered, "agent": closed.agent,
+        "state": closed.state, "recording_file": recording_file})

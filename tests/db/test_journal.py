@@ -21,7 +21,7 @@ from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.database import Database
 from ivr.store.durable import DurableRecords
-from ivr.store.journal import Journal
+from ivr.store.journal import ENTRY, CloseEntry, Journal
 from ivr.store.models import AuditEntry, Call, MissedCall, Recording
 from ivr.store.models import Decision as DecisionRow
 from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
@@ -74,11 +74,13 @@ async def one_consented_call(records: DurableRecords, call: OpenedCall, missed: 
                                  planned)
     await records.recording_started(file_name, "0xMIX", T0 + timedelta(seconds=6))
     await records.close(call.id, ClosedCall(T0, T0 + timedelta(seconds=30), "caller hung up",
-                                            True, False, None, "ended"), file_name)
-    if missed:
-        await records.record_missed(Missed(call.id, call.caller, False, "abandoned", False,
-                                           T0 + timedelta(seconds=30)))
+                                            True, False, None, "ended"), file_name,
+                        a_missed(call) if missed else None)
     return file_name
+
+
+def a_missed(call: OpenedCall) -> Missed:
+    return Missed(call.id, call.caller, False, "abandoned", False, T0 + timedelta(seconds=30))
 
 
 async def counts(db: Database, call: OpenedCall) -> dict[str, object]:
@@ -105,10 +107,11 @@ async def test_writes_during_an_outage_are_journalled_then_replayed_once(
     assert journal.pending()
     lines = journal.current.read_text().splitlines()
     assert [line.split('"op":"')[1].split('"')[0] for line in lines] == [
-        "open", "decision", "recording_started", "close", "missed"]
+        "open", "decision", "recording_started", "close"]
+    assert '"missed":{' in lines[-1]  # the missed call rides with the close
 
     back = records_on(database, journal)
-    assert await back.replay() == 5
+    assert await back.replay() == 4
     assert not journal.pending()
     assert await counts(database, call) == {
         "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
@@ -128,7 +131,7 @@ async def test_a_replay_cut_short_replays_again_without_duplicates(
     for entry in batch.entries[:3]:  # the crash: the replay never reached done()
         await back.apply(entry)
     assert journal.replaying.exists()
-    assert await back.replay() == 5
+    assert await back.replay() == 4
     assert await counts(database, call) == {
         "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
         "audits": 1, "decisions": 1, "missed": 1}
@@ -193,3 +196,45 @@ async def test_an_entry_postgresql_refuses_for_good_is_rejected_not_retried(
 async def test_without_a_journal_an_outage_is_an_error(down: Database) -> None:
     with pytest.raises(Exception, match=r"127\.0\.0\.1"):
         await records_on(down, None).open(a_call())
+
+
+async def test_a_call_and_its_missed_call_are_closed_in_one_transaction(
+        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 4: a closed call nobody answered is returned. The restart recovers only the
+    calls left open, so a close stored without its missed call would be a callback lost:
+    both are written together, or neither."""
+    call = a_call("+38631000806")
+    records = records_on(database, None)
+    assert await records.open(call)
+    closed = ClosedCall(None, T0 + timedelta(seconds=9), "caller hung up", False, False,
+                        None, "ended")
+
+    async def cut(self: Callbacks, *args: object) -> None:
+        raise RuntimeError("the service stopped here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Callbacks, "_record_missed", cut)
+        with pytest.raises(RuntimeError):
+            await records.close(call.id, closed, None, a_missed(call))
+    async with database.session() as session:
+        stored = (await session.execute(select(Call).where(Call.id == call.id))).scalar_one()
+        assert stored.ended_at is None  # still open: the restart's recovery finds it
+
+    callback = await records.close(call.id, closed, None, a_missed(call))
+    async with database.session() as session:
+        stored = (await session.execute(select(Call).where(Call.id == call.id))).scalar_one()
+        missed = (await session.execute(
+            select(MissedCall).where(MissedCall.call_id == call.id))).scalar_one()
+    assert stored.ended_at is not None and stored.end_reason == "caller hung up"
+    assert callback is not None and missed.callback_id == callback
+    # again (a journal replay) changes nothing
+    assert await records.close(call.id, closed, None, a_missed(call)) == callback
+
+
+def test_a_close_journalled_before_missed_calls_rode_with_it_still_reads() -> None:
+    line = ('{"op":"close","call_id":"5b0b7c0e-8f0e-4f47-9a53-0d3c1f3f1c11","closed":'
+            '{"answered_at":null,"ended_at":"2026-11-23T09:00:09Z","end_reason":"hung up",'
+            '"notice_completed":false,"agent_answered":false,"agent":null,"state":"ended"},'
+            '"recording_file":null}')
+    entry = ENTRY.validate_json(line)
+    assert isinstance(entry, CloseEntry) and entry.missed is None

@@ -74,8 +74,11 @@ class Store:
     async def recording_started(self, *args: Any) -> None:
         self.log.append(("recording_started", args))
 
-    async def close(self, call_id: Any, closed: ClosedCall, recording_file: str | None) -> None:
+    async def close(self, call_id: Any, closed: ClosedCall, recording_file: str | None,
+                    missed: Any = None) -> None:
         self.log.append(("close", closed))
+        if missed is not None:
+            self.log.append(("record_missed", missed))
 
     async def record_missed(self, missed: Any) -> None:
         self.log.append(("record_missed", missed))

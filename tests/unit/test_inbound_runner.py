@@ -26,6 +26,7 @@ from ivr.calls.router import CallItem, ChannelVanished
 from ivr.metrics.exposition import exposition
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
 from ivr.settings import Settings
+from ivr.store.callbacks import Missed
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CHANNEL = Channel(id="1.1", name="PJSIP/trunk-1", state="Ring", caller_number="031123456",
@@ -105,8 +106,10 @@ async def test_a_sales_call_runs_each_command_once_in_order() -> None:
     assert ami.names() == ["mix_monitor", "queue_load"]
     assert ami.calls[0][1] == ("1.1", PurePosixPath(
         f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"), "PJSIP/trunk-1")
-    assert records.names() == ["open", "store_decision", "recording_started", "close",
-                               "record_missed"]  # nobody answered: rule 4
+    # nobody answered (rule 4): the missed call is written with the close, in one write
+    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    assert isinstance(missed := records.calls[-1][1][3], Missed)
+    assert missed.call_id == call.call_uuid and missed.reason == "abandoned"
 
 
 async def test_a_sales_call_is_timed_from_the_notice_end_to_its_recording() -> None:
@@ -134,7 +137,8 @@ async def test_a_channel_gone_while_disconnected_closes_the_call(late: bool) -> 
         items.put_nowait(OtherEvent("ChannelVarset", T0, "ivr"))
     items.put_nowait(ChannelVanished("1.1"))
     await asyncio.wait_for(task, 5)
-    assert records.names() == ["open", "close", "record_missed"]
+    assert records.names() == ["open", "close"]
+    assert isinstance(records.calls[-1][1][3], Missed)
     assert ari.names().count("play") == 1
 
 
@@ -172,6 +176,6 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
     await asyncio.wait_for(task, 5)
     assert ari.names()[-1] == "continue_in_dialplan"
     assert ari.calls[-1][1] == ("1.1", "ivr-queues", "sales")
-    assert records.names() == ["open", "store_decision", "recording_started", "close",
-                               "record_missed"]
+    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    assert isinstance(records.calls[-1][1][3], Missed)
     assert ami.names() == ["mix_monitor", "queue_load"]
