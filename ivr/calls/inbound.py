@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr import faults
-from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError
+from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError, AmiNoReply
 from ivr.asterisk.ari import AriClient, AriError, ChannelGone
 from ivr.asterisk.ari_events import (
     Channel,
@@ -119,6 +119,11 @@ def prompts_played(manifest: Manifest, receipt: cmd.Receipt) -> list[dict[str, A
     return played
 
 
+# MixMonitor's id when only its file shows that it started (AMI never answered, or the
+# service restarted before it could store the id).
+FOUND_ON_DISK = "unknown (file on disk)"
+
+
 class InboundCallRunner:
     def __init__(self, deps: CallDeps, start: StasisStart,
                  items: asyncio.Queue[CallItem]) -> None:
@@ -135,6 +140,8 @@ class InboundCallRunner:
         self.answered_at: datetime | None = None
         self.agent: str | None = None
         self.recording_file: str | None = None
+        # MixMonitor asked of AMI, which never answered: settled when the call ends
+        self.recording_asked_at: datetime | None = None
         self.line: LineRef | None = None
         self.hung_up = False
         self.reached_queue = False
@@ -402,11 +409,20 @@ class InboundCallRunner:
         assert self.recording_file is not None
         await faults.reached(self.deps.settings, "before_recording", self.log_extra)
         path = PurePosixPath(self.deps.settings.recordings.asterisk_dir) / self.recording_file
+        asked = now()
         try:
             mixmonitor_id = await self.deps.ami.mix_monitor(self.channel_id, path,
                                                             self.start.channel.name)
+        except AmiNoReply as exc:
+            # Taken but not answered: it may still start. Never asked twice; the file
+            # tells at the call's end (settle_recording).
+            log.error("recording asked of AMI, no answer: whether it started is settled "
+                      "when the call ends: %s", exc, extra=self.log_extra)
+            self.recording_asked_at = asked
+            return ev.RecordingFailed(str(exc), now())
         except AmiError as exc:
             log.error("recording did not start: %s", exc, extra=self.log_extra)
+            await self.not_started(now())
             return ev.RecordingFailed(str(exc), now())
         started = now()
         self.deps.metrics.observe_recording_start(call.notice_ended_at, call.digit_at, started)
@@ -418,6 +434,33 @@ class InboundCallRunner:
             log.exception("could not store the MixMonitor id", extra=self.log_extra)
         return ev.RecordingStarted(mixmonitor_id, started)
 
+    async def not_started(self, at: datetime) -> None:
+        """The recording the decision allowed never started: its row says so (there is no
+        file to delete), and the call's close stops no recording."""
+        assert self.recording_file is not None
+        file_name, self.recording_file = self.recording_file, None
+        try:
+            await self.deps.records.recording_not_started(file_name, at)
+        except Exception as exc:  # PostgreSQL only: the row stays planned
+            log.warning("recording not marked as not started: %s", str(exc)[:200],
+                        extra={**self.log_extra, "file": file_name})
+
+    async def settle_recording(self, at: datetime) -> None:
+        """AMI never answered the MixMonitor action: its file, once the call is over,
+        tells whether it started (as after a restart: ivr/calls/recovery.py)."""
+        assert self.recording_file is not None and self.recording_asked_at is not None
+        if not (self.deps.settings.recordings.local_dir / self.recording_file).exists():
+            log.warning("recording asked of AMI with no answer never started: no file",
+                        extra={**self.log_extra, "file": self.recording_file})
+            return await self.not_started(at)
+        try:
+            await self.deps.records.recording_started(self.recording_file, FOUND_ON_DISK,
+                                                      self.recording_asked_at)
+        except Exception:
+            log.exception("could not store the recording as started", extra=self.log_extra)
+        log.warning("recording asked of AMI with no answer started: its file is on disk",
+                    extra={**self.log_extra, "file": self.recording_file})
+
     async def close(self, command: cmd.CloseCall, state: str) -> None:
         """Close the call's record; when nobody in the call centre answered, with its
         missed call in the same write (a service stopped between the two would leave a
@@ -427,6 +470,8 @@ class InboundCallRunner:
             end_reason=command.end_reason,
             notice_completed=command.notice_completed if self.line else None,
             agent_answered=command.agent_answered, agent=self.agent, state=state)
+        if self.recording_asked_at is not None and self.recording_file is not None:
+            await self.settle_recording(command.ended_at)
         missed = None
         if self.direction == "inbound" and self.line is not None and not command.agent_answered:
             missed = await self.missed(command.ended_at)

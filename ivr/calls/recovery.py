@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ivr.asterisk.ari import AriError
 from ivr.calls.dialplan_notice import NOTE_SUFFIX
-from ivr.calls.inbound import opened_call
+from ivr.calls.inbound import FOUND_ON_DISK, opened_call
 from ivr.calls.router import ChannelVanished
 from ivr.policy.numbers import to_e164
 from ivr.store.receipts import StaleCall
@@ -134,7 +134,7 @@ async def settle_recording(deps: CallDeps, call: StaleCall, channel_present: boo
         mixmonitor_id = await deps.ari.get_variable(call.channel_id, "IVR_MIXMONITOR_ID")
     else:
         on_disk = (deps.settings.recordings.local_dir / call.file_name).exists()
-        mixmonitor_id = "unknown (file on disk)" if on_disk else None
+        mixmonitor_id = FOUND_ON_DISK if on_disk else None
     if mixmonitor_id:
         await deps.records.recording_started(call.file_name, mixmonitor_id, now)
         log.warning("recording found started after a restart",

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
+from ivr.asterisk.ami import AmiError, AmiNoReply
 from ivr.asterisk.ari import AriError
 from ivr.asterisk.ari_events import (
     Channel,
@@ -21,7 +22,7 @@ from ivr.asterisk.ari_events import (
     StasisEnd,
     StasisStart,
 )
-from ivr.calls.inbound import CallDeps, InboundCallRunner
+from ivr.calls.inbound import FOUND_ON_DISK, CallDeps, InboundCallRunner
 from ivr.calls.router import CallItem, ChannelVanished
 from ivr.metrics.exposition import exposition
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
@@ -63,10 +64,10 @@ def manifest() -> Manifest:
                     notices={"sales": Notice(segments=["sales-notice"])})
 
 
-def runner() -> tuple[InboundCallRunner, Recorder, Recorder, Recorder,
-                      asyncio.Queue[CallItem]]:
+def runner(settings: Settings | None = None) -> tuple[InboundCallRunner, Recorder, Recorder,
+                                                     Recorder, asyncio.Queue[CallItem]]:
     ari, ami, records = Recorder(), Recorder(), Recorder()
-    settings = Settings(mode="test")
+    settings = settings or Settings(mode="test")
     deps = CallDeps(settings, ari, ami, records, manifest(), records)  # type: ignore[arg-type]
     items: asyncio.Queue[CallItem] = asyncio.Queue()
     start = StasisStart("StasisStart", T0, "ivr", CHANNEL, (), None)
@@ -179,3 +180,41 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
     assert records.names() == ["open", "store_decision", "recording_started", "close"]
     assert isinstance(records.calls[-1][1][3], Missed)
     assert ami.names() == ["mix_monitor", "queue_load"]
+
+
+@pytest.mark.parametrize(("failure", "on_disk", "row"), [
+    (AmiError("MixMonitor refused"), False, "recording_not_started"),
+    (AmiNoReply("no answer in 5 s"), False, "recording_not_started"),
+    (AmiNoReply("no answer in 5 s"), True, "recording_started"),
+])
+async def test_a_recording_ami_did_not_start_is_settled_when_the_call_ends(
+        failure: AmiError, on_disk: bool, row: str, tmp_path: Path) -> None:
+    """The stored decision allows a recording, and AMI refuses MixMonitor, or takes it and
+    never answers (it may still start). The caller goes on to the queue either way. A
+    refusal: the row says it never started. No answer: when the call ends, its file says
+    whether it started; the row says which, so the DPO's record names no recording that
+    does not exist and misses none that does."""
+    settings = Settings(mode="test", recordings={"local_dir": tmp_path})
+    call, ari, ami, records, items = runner(settings)
+
+    async def mix_monitor(*args: Any) -> str:
+        ami.calls.append(("mix_monitor", args))
+        if on_disk:  # it started after all: MixMonitor's file
+            (tmp_path / f"{call.call_uuid}.wav").write_bytes(b"RIFF")
+        raise failure
+
+    ami.mix_monitor = mix_monitor  # type: ignore[attr-defined]
+    task = asyncio.create_task(call.run())
+    await notice_heard(ari, items)
+    await wait_for(ari, "continue_in_dialplan")
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
+    await asyncio.wait_for(task, 5)
+
+    file_name = f"{call.call_uuid}.wav"
+    assert records.names() == ["open", "store_decision", row, "close"]
+    settled = records.calls[2][1]
+    assert settled[0] == file_name
+    if row == "recording_started":
+        assert settled[1] == FOUND_ON_DISK
+    # the close stops the recording only if it started
+    assert records.calls[-1][1][2] == (file_name if on_disk else None)
