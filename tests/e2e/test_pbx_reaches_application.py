@@ -107,7 +107,9 @@ async def test_serve_takes_a_call(pbx: Asterisk, sipp: Sipp, database_url: str,
             code = service.wait(15)
         except subprocess.TimeoutExpired:
             service.kill()
-            raise
+            raise AssertionError(
+                f"the service did not stop on SIGTERM:\n{log_path.read_text()[-4000:]}"
+            ) from None
     assert code == 0, log_path.read_text()
 
 
