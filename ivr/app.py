@@ -36,6 +36,7 @@ from ivr.node_lock import node_held
 from ivr.notices.audio import verify
 from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
+from ivr.stopping import slow_stop_reported
 from ivr.store.audit import AuditLog
 from ivr.store.database import Database
 from ivr.store.decisions_together import DecisionQueue
@@ -54,11 +55,13 @@ class _Stopped(Exception):
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or forever); :class:`NodeBusy` at once if another process
     holds this node (ivr/node_lock.py)."""
+    stop = stop or asyncio.Event()
     with node_held(settings.journal.directory, "ivr serve"):
-        await _serve(settings, stop)
+        async with slow_stop_reported(stop):
+            await _serve(settings, stop)
 
 
-async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
+async def _serve(settings: Settings, stop: asyncio.Event) -> None:
     manifest = verify(settings.prompts.local_dir)
     db = Database(settings.database)
     ari = AriClient(settings.ari)
@@ -71,7 +74,6 @@ async def _serve(settings: Settings, stop: asyncio.Event | None) -> None:
                                                                                 "http"):
         checks["decision_requests"] = curl_check(ami)
     health = Health(checks, timeout=HEALTH_TIMEOUT)
-    stop = stop or asyncio.Event()
     audit = AuditLog(db)
     records = DurableRecords.for_node(settings, db, audit)
     callbacks = records.callbacks
