@@ -3,7 +3,9 @@ lost connection) left behind is resolved on the safe side.
 
 - A channel sitting in the application that no task owns continues to its queue with no
   recording started for it; a decision already stored stays as it is, and a recording
-  already running goes on (it has its basis).
+  already running goes on (it has its basis). Its record is closed at the hand-off; the
+  caller is followed in the queue, and if nobody answers, their missed call is stored
+  (rule 4) as any other's.
 - A call of this node that an earlier instance left open, whose channel is gone, is closed
   with what is known; a callback attempt it belonged to ends as ``interrupted``. A call
   whose end the dialplan noted is left to that note (``dialplan_notice``), which knows more.
@@ -15,14 +17,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ivr.asterisk.ari import AriError
+from ivr.asterisk.ari_events import Channel, StasisStart
 from ivr.calls.dialplan_notice import NOTE_SUFFIX
-from ivr.calls.inbound import FOUND_ON_DISK, opened_call
-from ivr.calls.router import ChannelVanished
+from ivr.calls.inbound import FOUND_ON_DISK, InboundCallRunner, opened_call
+from ivr.calls.router import CallItems, ChannelVanished
 from ivr.policy.numbers import to_e164
 from ivr.store.receipts import StaleCall
 
@@ -59,17 +63,22 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -
             line = None
         context, exten = ((settings.dialplan.queue_context, line.queue) if line else
                           (settings.dialplan.unconfigured_context, channel.exten))
+        call_id = stale[channel.id].id if channel.id in stale else uuid.uuid4()
         try:
             await deps.ari.set_variable(channel.id, "IVR_RECORDED", "no")
+            if line is not None:  # followed in the queue: its events, after it leaves
+                await deps.ari.subscribe_channel(channel.id)
             await deps.ari.continue_in_dialplan(channel.id, context, exten)
         except AriError as exc:
             log.warning("could not resolve a channel left in the application: %s", exc,
                         extra={"call": channel.id})
             continue
+        if line is not None:
+            router.follow(channel.id, _in_queue(deps, channel, call_id))
         resolved += 1
         try:
             if channel.id not in stale:  # it entered just as the earlier instance died
-                await deps.records.open(opened_call(settings, uuid.uuid4(), channel,
+                await deps.records.open(opened_call(settings, call_id, channel,
                                                     datetime.now(UTC))[0])
             await deps.records.close_orphan(channel.id, RESTART_REASON, datetime.now(UTC))
         except Exception:
@@ -79,6 +88,18 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -
                     extra={"call": channel.id, "context": context})
     await close_ended(deps, present, list(stale.values()))
     return resolved
+
+
+def _in_queue(deps: CallDeps, channel: Channel,
+              call_id: uuid.UUID) -> Callable[[CallItems], Awaitable[None]]:
+    """The task that follows a resolved caller in the queue, for rule 4's missed call."""
+    async def follow(items: CallItems) -> None:
+        start = StasisStart("StasisStart", None, deps.settings.ari.app, channel, (), None)
+        runner = InboundCallRunner(deps, start, items)
+        runner.call_uuid = call_id
+        await runner.follow_handed_on()
+
+    return follow
 
 
 async def sweep(deps: CallDeps, since: datetime) -> int:

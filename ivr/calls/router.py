@@ -57,14 +57,24 @@ class CallRouter:
         elif isinstance(item, StasisStart):
             queue = asyncio.Queue()
             self._calls[channel_id] = queue
-            self._tasks.create_task(self._run(item, queue), name=f"call-{channel_id}")
+            self._tasks.create_task(self._run(channel_id, self._handler(item, queue)),
+                                    name=f"call-{channel_id}")
         elif not isinstance(item, ChannelDestroyed):
             log.debug("event for a channel not in the application", extra={"call": channel_id})
 
-    async def _run(self, start: StasisStart, queue: CallItems) -> None:
-        channel_id = start.channel.id
+    def follow(self, channel_id: str, work: Callable[[CallItems], Awaitable[None]]) -> None:
+        """A task for a channel that entered the application before this instance followed
+        it (``ivr/calls/recovery.py``): its events go to ``work`` from now on."""
+        if channel_id in self._calls:
+            return
+        queue: CallItems = asyncio.Queue()
+        self._calls[channel_id] = queue
+        self._tasks.create_task(self._run(channel_id, work(queue)),
+                                name=f"followed-{channel_id}")
+
+    async def _run(self, channel_id: str, work: Awaitable[None]) -> None:
         try:
-            await self._handler(start, queue)
+            await work
         except asyncio.CancelledError:
             raise
         except Exception:

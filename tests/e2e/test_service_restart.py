@@ -23,7 +23,9 @@ async def test_a_call_left_by_a_killed_service_is_resolved_unrecorded(
         service_runner: Any, sipp: Sipp, tmp_path: Path) -> None:
     """The service dies (SIGKILL) while a service-line caller hears the notice. The next
     instance finds the channel still in the application and hands it to its queue
-    without recording: no consent is stored, so nothing may be recorded."""
+    without recording: no consent is stored, so nothing may be recorded. It follows the
+    caller there: nobody answers before they hang up, so the call is to be returned
+    (rule 4): its missed call is stored, with a callback that plays the notice."""
     async with service_runner.database() as url:
         async with service_runner.run(url, tmp_path / "first.log") as first:
             call = asyncio.create_task(sipp.call("040404040", caller="031000702",
@@ -41,6 +43,15 @@ async def test_a_call_left_by_a_killed_service_is_resolved_unrecorded(
             assert record["decision"] is None and record["file_name"] is None
             assert not list(second.recordings.glob(f"{record['id']}*"))
             assert record["end_reason"] == "service restarted: continued unrecorded"
+            missed = await second.wait_for_log("missed call")
+            assert missed["call_id"] == str(record["id"]) and missed["reason"] == "abandoned"
+            (stored_missed,) = await second.query(
+                "SELECT m.reason, m.caller, b.status, b.notice_required FROM missed_calls m "
+                "JOIN callbacks b ON b.id = m.callback_id WHERE m.call_id = :id",
+                {"id": record["id"]})
+            # no decision was heard: the callback is to play the notice
+            assert dict(stored_missed) == {"reason": "abandoned", "caller": "+38631000702",
+                                           "status": "open", "notice_required": True}
     FaultFigures("kill -9 during the notice; caller stays", 1, 1, 0, 0,
                  round(recovered, 1)).write("kill_during_notice")
 

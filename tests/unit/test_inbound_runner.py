@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from ivr.asterisk.ami import AmiError, AmiNoReply
+from ivr.asterisk.ami import AgentConnected, AmiError, AmiNoReply
 from ivr.asterisk.ari import AriError
 from ivr.asterisk.ari_events import (
     Channel,
     ChannelHangupRequest,
+    ChannelVarset,
     OtherEvent,
     PlaybackFinished,
     PlaybackStarted,
@@ -218,3 +219,31 @@ async def test_a_recording_ami_did_not_start_is_settled_when_the_call_ends(
         assert settled[1] == FOUND_ON_DISK
     # the close stops the recording only if it started
     assert records.calls[-1][1][2] == (file_name if on_disk else None)
+
+
+async def test_a_caller_handed_on_after_a_restart_who_gives_up_is_a_missed_call() -> None:
+    """Rule 4 for a caller the restarted instance found in the application and handed to
+    the queue: the queue timed out on them, so their missed call is stored on its own
+    (their record was closed at the hand-off), with the queue's reason."""
+    call, _, ami, records, items = runner()
+    task = asyncio.create_task(call.follow_handed_on())
+    items.put_nowait(ChannelVarset("ChannelVarset", T0, "ivr", CHANNEL, "QUEUESTATUS",
+                                   "TIMEOUT"))
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0 + timedelta(seconds=9),
+                                          "ivr", CHANNEL, 16))
+    await asyncio.wait_for(task, 5)
+    assert ami.names() == ["queue_load"]
+    [(name, (missed,))] = records.calls
+    assert name == "record_missed"
+    assert (missed.call_id, missed.reason, missed.missed_at) == (
+        call.call_uuid, "timeout", T0 + timedelta(seconds=9))
+    assert missed.caller == "+38631123456"
+
+
+async def test_a_caller_handed_on_after_a_restart_whom_an_agent_answered_is_not_missed(
+        ) -> None:
+    call, _, _, records, items = runner()
+    task = asyncio.create_task(call.follow_handed_on())
+    items.put_nowait(AgentConnected("1.1", "agent-1"))
+    await asyncio.wait_for(task, 5)
+    assert records.calls == []
