@@ -42,7 +42,13 @@ class AriError(RuntimeError):
 
 
 class ChannelGone(AriError):
-    """The channel no longer exists (404): the caller hung up."""
+    """The channel no longer exists (404), or has left the application (409, "Channel not
+    in Stasis application": it is hanging up; the flow hands a call on only as its last
+    command): the caller hung up."""
+
+
+# Asterisk's 409 for a channel that has left the application.
+LEFT_APPLICATION = "not in Stasis application"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +86,11 @@ class AriClient:
             log.debug("ARI request", extra={
                 "method": method, "path": path, "status": response.status,
                 "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
-        if response.status == 404 and path.startswith("/channels/"):
-            raise ChannelGone(f"ARI {method} {path}: channel not found", 404)
+        if path.startswith("/channels/"):
+            if response.status == 404:
+                raise ChannelGone(f"ARI {method} {path}: channel not found", 404)
+            if response.status == 409 and LEFT_APPLICATION in response.text:
+                raise ChannelGone(f"ARI {method} {path}: channel left the application", 409)
         if response.status >= 400:
             raise AriError(f"ARI {method} {path}: {response.status} "
                            f"{response.text[:200]}", response.status)

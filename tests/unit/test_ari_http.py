@@ -129,6 +129,12 @@ async def test_the_ari_client_maps_statuses_to_its_errors(serve: Serve) -> None:
     def reply(head: bytes) -> bytes:
         if b"/channels/gone" in head:
             return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        if b"/channels/leaving" in head:  # hanging up: no longer in the application
+            body = b'{"message":"Channel not in Stasis application"}'
+            return b"HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s" % (len(body),
+                                                                                     body)
+        if b"/channels/busy" in head:  # any other conflict stays an ARI error
+            return b"HTTP/1.1 409 Conflict\r\nContent-Length: 4\r\n\r\nbusy"
         if b"/bridges" in head:
             return b"HTTP/1.1 500 Boom\r\nContent-Length: 4\r\n\r\nboom"
         return b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -138,6 +144,12 @@ async def test_the_ari_client_maps_statuses_to_its_errors(serve: Serve) -> None:
     assert await ari.request("POST", "/channels/x/answer") is None
     with pytest.raises(ChannelGone):
         await ari.answer("gone")
+    with pytest.raises(ChannelGone, match="left the application") as left:
+        await ari.set_variable("leaving", "IVR_DECISION", "consent")
+    assert left.value.status == 409
+    with pytest.raises(AriError, match="409 busy") as busy:
+        await ari.answer("busy")
+    assert not isinstance(busy.value, ChannelGone)
     with pytest.raises(AriError, match="500 boom") as failed:
         await ari.create_bridge("b")
     assert (failed.value.status, failed.value.refused) == (500, False)

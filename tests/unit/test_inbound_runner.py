@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ivr.asterisk.ami import AgentConnected, AmiError, AmiNoReply
-from ivr.asterisk.ari import AriError
+from ivr.asterisk.ari import AriError, ChannelGone
 from ivr.asterisk.ari_events import (
     Channel,
     ChannelHangupRequest,
@@ -181,6 +181,29 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
     assert records.names() == ["open", "store_decision", "recording_started", "close"]
     assert isinstance(records.calls[-1][1][3], Missed)
     assert ami.names() == ["mix_monitor", "queue_load"]
+
+
+async def test_a_caller_who_left_as_the_call_was_handed_on_is_a_hang_up() -> None:
+    """The caller hangs up as the flow hands the call on: Asterisk answers 409, the
+    channel no longer in the application. That is the caller's hang-up, not a failure:
+    the call closes as hung up (a missed call, as the IVR's), with no rescue."""
+    call, ari, _, records, items = runner()
+    failing = ari.__getattr__("set_variable")
+
+    async def set_variable(*args: Any) -> None:
+        await failing(*args)
+        raise ChannelGone("ARI POST /channels/1.1/variable: channel left the application",
+                          409)
+
+    ari.set_variable = set_variable  # type: ignore[attr-defined]
+    task = asyncio.create_task(call.run())
+    await notice_heard(ari, items)
+    await asyncio.wait_for(task, 5)
+    assert "continue_in_dialplan" not in ari.names()
+    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    closed, missed = records.calls[-1][1][1], records.calls[-1][1][3]
+    assert closed.end_reason == "channel gone"
+    assert isinstance(missed, Missed) and missed.reason == "ivr_hangup"
 
 
 @pytest.mark.parametrize(("failure", "on_disk", "row"), [
