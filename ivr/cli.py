@@ -57,8 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
 
         def stopping() -> None:
+            if not stop.is_set():  # a second signal does not put the dump off
+                dump_threads_unless_ended()
             stop.set()
-            dump_threads_unless_ended()
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
