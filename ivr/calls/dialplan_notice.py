@@ -366,14 +366,12 @@ async def record_end(deps: CallDeps, call: Ended) -> None:
         if end.line is not None and end.report is not None:
             await records.store_decision(end.opened.id, end.line.kind.value, end.report,
                                          prompts_played(deps.manifest, end.report), None)
-    if end.started is not None:
-        await records.recording_started(end.started.file_name, end.started.mixmonitor_id,
-                                        end.started.started_at)
     await _not_started(deps, call, end)
-    # the missed call with the close, in one write (as the ARI flow does)
+    # the recording's start and the missed call with the close, in one write (as the ARI
+    # flow does)
     await records.close(end.opened.id, end.closed,
                         end.started.file_name if end.started else None,
-                        _missed(deps, call, end))
+                        _missed(deps, call, end), end.started)
     if end.started is not None:
         observe_recording_start(deps, call)
 

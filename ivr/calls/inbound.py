@@ -50,7 +50,7 @@ from ivr.settings import Settings
 from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
-from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording
+from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording, StartedRecording
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ class InboundCallRunner:
         self.recording_file: str | None = None
         # MixMonitor asked of AMI, which never answered: settled when the call ends
         self.recording_asked_at: datetime | None = None
+        # MixMonitor's id and start, stored with the call's close (one write fewer a call;
+        # a restart finds the id on the channel or the file on disk: ivr/calls/recovery.py)
+        self.started: StartedRecording | None = None
         self.line: LineRef | None = None
         self.hung_up = False
         self.reached_queue = False
@@ -446,11 +449,7 @@ class InboundCallRunner:
         started = now()
         self.deps.metrics.observe_recording_start(call.notice_ended_at, call.digit_at, started)
         log.info("recording started", extra={**self.log_extra, "file": self.recording_file})
-        try:
-            await self.deps.records.recording_started(self.recording_file, mixmonitor_id,
-                                                      started)
-        except Exception:
-            log.exception("could not store the MixMonitor id", extra=self.log_extra)
+        self.started = StartedRecording(self.recording_file, mixmonitor_id, started)
         return ev.RecordingStarted(mixmonitor_id, started)
 
     async def not_started(self, at: datetime) -> None:
@@ -472,11 +471,8 @@ class InboundCallRunner:
             log.warning("recording asked of AMI with no answer never started: no file",
                         extra={**self.log_extra, "file": self.recording_file})
             return await self.not_started(at)
-        try:
-            await self.deps.records.recording_started(self.recording_file, FOUND_ON_DISK,
-                                                      self.recording_asked_at)
-        except Exception:
-            log.exception("could not store the recording as started", extra=self.log_extra)
+        self.started = StartedRecording(self.recording_file, FOUND_ON_DISK,
+                                        self.recording_asked_at)
         log.warning("recording asked of AMI with no answer started: its file is on disk",
                     extra={**self.log_extra, "file": self.recording_file})
 
@@ -496,18 +492,30 @@ class InboundCallRunner:
             missed = await self.missed(command.ended_at)
         try:
             callback = await self.deps.records.close(self.call_uuid, closed,
-                                                     self.recording_file, missed)
+                                                     self.recording_file, missed, self.started)
         except Exception:
             log.exception("could not close the call record", extra=self.log_extra)
+            # the close may be what failed: the recording's start and the missed call on
+            # their own, as they would be
+            await self.store_started()
             if missed is None:
                 return
-            # the close may be what failed: the missed call on its own, as it would be
             return await self.record_missed(missed)
         log.info("call closed", extra={**self.log_extra, "reason": command.end_reason,
                                        "notice_completed": command.notice_completed,
                                        "agent_answered": command.agent_answered})
         if missed is not None:
             self.log_missed(missed, callback)
+
+    async def store_started(self) -> None:
+        if self.started is None:
+            return
+        started, self.started = self.started, None
+        try:
+            await self.deps.records.recording_started(started.file_name, started.mixmonitor_id,
+                                                      started.started_at)
+        except Exception:
+            log.exception("could not store the MixMonitor id", extra=self.log_extra)
 
     async def missed(self, at: datetime) -> Missed:
         """Rule 4: nobody in the call centre answered; the call is to be returned."""

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -39,7 +38,7 @@ from ivr.store.receipts import (
     OpenedCall,
     PlannedRecording,
     StaleCall,
-    close_on,
+    StartedRecording,
 )
 
 if TYPE_CHECKING:
@@ -135,12 +134,14 @@ class DurableRecords:
                                                 mixmonitor_id=mixmonitor_id, at=at))
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
-                    recording_file: str | None, missed: Missed | None = None
-                    ) -> uuid.UUID | None:
+                    recording_file: str | None, missed: Missed | None = None,
+                    started: StartedRecording | None = None) -> uuid.UUID | None:
         """Close the call and, with ``missed``, store its missed call in the same
-        transaction (or the same journal entry); the callback, as ``record_missed``."""
+        transaction (or the same journal entry); the callback, as ``record_missed``.
+        With ``started``, the recording's start goes first in that transaction."""
         stored = await self._store(CloseEntry(call_id=call_id, closed=closed,
-                                              recording_file=recording_file, missed=missed))
+                                              recording_file=recording_file, missed=missed,
+                                              started=started))
         return stored if isinstance(stored, uuid.UUID) else None
 
     async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
@@ -214,12 +215,12 @@ class DurableRecords:
             case RecordingStartedEntry(file_name=name, mixmonitor_id=mixmonitor_id, at=at):
                 return await records.recording_started(name, mixmonitor_id, at)
             case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file,
-                            missed=None):
-                return await records.close(call_id, closed, recording_file)
+                            missed=None, started=started):
+                return await records.close(call_id, closed, recording_file, started)
             case CloseEntry(call_id=call_id, closed=closed, recording_file=recording_file,
-                            missed=Missed() as missed):
-                return await self.callbacks.record_missed(missed, partial(
-                    close_on, call_id=call_id, closed=closed, recording_file=recording_file))
+                            missed=Missed() as missed, started=started):
+                return await self.callbacks.record_missed(missed, records.closing(
+                    call_id, closed, recording_file, started))
             case CloseOrphanEntry(channel_id=channel_id, reason=reason, at=at):
                 return await records.close_orphan(channel_id, reason, at)
             case MissedEntry(missed=missed):

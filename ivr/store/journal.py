@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from ivr.disk import fsync_directory
 from ivr.flow.commands import Receipt
 from ivr.store.callbacks import Missed
-from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording
+from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording, StartedRecording
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ class CloseEntry(_Entry):
     recording_file: str | None
     # the missed call it leaves (rule 4), written with the close: both or neither
     missed: Missed | None = None
+    # the recording that ran in the call, written with the close (the ARI flow keeps
+    # MixMonitor's id until then)
+    started: StartedRecording | None = None
 
 
 class CloseOrphanEntry(_Entry):

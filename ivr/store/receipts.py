@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -313,12 +314,19 @@ class CallRecords:
     async def recording_started(self, file_name: str, mixmonitor_id: str,
                                 at: datetime) -> None:
         async with self.db.engine.begin() as connection:
-            recording_id = (await connection.exec_driver_sql(RECORDING_STARTED, {
-                "file_name": file_name, "mixmonitor_id": mixmonitor_id,
-                "at": at})).scalar_one_or_none()
-            if self.audit is not None and recording_id is not None:
-                await self.audit.append(connection, "service", RECORDING_CREATED,
-                                        "recording", str(recording_id), {"file": file_name})
+            await self.recording_started_on(
+                connection, StartedRecording(file_name, mixmonitor_id, at))
+
+    async def recording_started_on(self, connection: AsyncConnection,
+                                   started: StartedRecording) -> None:
+        """The recording's MixMonitor id and start (audited as ``recording_created``, once)
+        on ``connection``, in the caller's transaction."""
+        recording_id = (await connection.exec_driver_sql(RECORDING_STARTED, {
+            "file_name": started.file_name, "mixmonitor_id": started.mixmonitor_id,
+            "at": started.started_at})).scalar_one_or_none()
+        if self.audit is not None and recording_id is not None:
+            await self.audit.append(connection, "service", RECORDING_CREATED, "recording",
+                                    str(recording_id), {"file": started.file_name})
 
     async def end_many(self, ended: list[EndedCall]) -> None:
         """Close many calls in one transaction: each recording started (audited as
@@ -391,9 +399,25 @@ class CallRecords:
                                         "recording", str(recording_id), {"file": file_name})
 
     async def close(self, call_id: uuid.UUID, closed: ClosedCall,
-                    recording_file: str | None) -> None:
-        async with self.db.autocommit.connect() as connection:
+                    recording_file: str | None, started: StartedRecording | None = None
+                    ) -> None:
+        if started is None:
+            async with self.db.autocommit.connect() as connection:
+                await close_on(connection, call_id, closed, recording_file)
+            return
+        async with self.db.engine.begin() as connection:
+            await self.closing(call_id, closed, recording_file, started)(connection)
+
+    def closing(self, call_id: uuid.UUID, closed: ClosedCall, recording_file: str | None,
+                started: StartedRecording | None) -> Callable[[AsyncConnection],
+                                                              Awaitable[None]]:
+        """The close as one step of a transaction: the recording that ran in the call
+        (``started``: MixMonitor's id, kept until the end), then the call closed."""
+        async def close(connection: AsyncConnection) -> None:
+            if started is not None:
+                await self.recording_started_on(connection, started)
             await close_on(connection, call_id, closed, recording_file)
+        return close
 
 
 async def close_on(connection: AsyncConnection, call_id: uuid.UUID, closed: ClosedCall,

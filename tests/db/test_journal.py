@@ -24,7 +24,13 @@ from ivr.store.durable import DurableRecords
 from ivr.store.journal import ENTRY, CloseEntry, Journal
 from ivr.store.models import AuditEntry, Call, MissedCall, Recording
 from ivr.store.models import Decision as DecisionRow
-from ivr.store.receipts import CallRecords, ClosedCall, OpenedCall, PlannedRecording
+from ivr.store.receipts import (
+    CallRecords,
+    ClosedCall,
+    OpenedCall,
+    PlannedRecording,
+    StartedRecording,
+)
 
 from .conftest import OwnDatabase
 
@@ -66,16 +72,17 @@ def consent() -> Receipt:
 
 
 async def one_consented_call(records: DurableRecords, call: OpenedCall, missed: bool) -> str:
-    """What the inbound flow writes for a consenting caller nobody answered."""
+    """What the inbound flow writes for a consenting caller nobody answered: the
+    recording's start (MixMonitor's id) goes with the close."""
     file_name = f"{call.id}.wav"
     assert await records.open(call)
     planned = PlannedRecording(file_name, "consent", T0, T0 + timedelta(days=181))
     await records.store_decision(call.id, "service", consent(), [{"id": "service-notice"}],
                                  planned)
-    await records.recording_started(file_name, "0xMIX", T0 + timedelta(seconds=6))
     await records.close(call.id, ClosedCall(T0, T0 + timedelta(seconds=30), "caller hung up",
                                             True, False, None, "ended"), file_name,
-                        a_missed(call) if missed else None)
+                        a_missed(call) if missed else None,
+                        StartedRecording(file_name, "0xMIX", T0 + timedelta(seconds=6)))
     return file_name
 
 
@@ -107,11 +114,12 @@ async def test_writes_during_an_outage_are_journalled_then_replayed_once(
     assert journal.pending()
     lines = journal.current.read_text().splitlines()
     assert [line.split('"op":"')[1].split('"')[0] for line in lines] == [
-        "open", "decision", "recording_started", "close"]
-    assert '"missed":{' in lines[-1]  # the missed call rides with the close
+        "open", "decision", "close"]
+    # the missed call and the recording's start ride with the close
+    assert '"missed":{' in lines[-1] and '"mixmonitor_id":"0xMIX"' in lines[-1]
 
     back = records_on(database, journal)
-    assert await back.replay() == 4
+    assert await back.replay() == 3
     assert not journal.pending()
     assert await counts(database, call) == {
         "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
@@ -128,10 +136,10 @@ async def test_a_replay_cut_short_replays_again_without_duplicates(
     back = records_on(database, journal)
     batch = await journal.take()
     assert batch is not None
-    for entry in batch.entries[:3]:  # the crash: the replay never reached done()
+    for entry in batch.entries:  # the crash: the replay never reached done()
         await back.apply(entry)
     assert journal.replaying.exists()
-    assert await back.replay() == 4
+    assert await back.replay() == 3
     assert await counts(database, call) == {
         "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
         "audits": 1, "decisions": 1, "missed": 1}
@@ -237,4 +245,43 @@ def test_a_close_journalled_before_missed_calls_rode_with_it_still_reads() -> No
             '"notice_completed":false,"agent_answered":false,"agent":null,"state":"ended"},'
             '"recording_file":null}')
     entry = ENTRY.validate_json(line)
-    assert isinstance(entry, CloseEntry) and entry.missed is None
+    assert isinstance(entry, CloseEntry) and entry.missed is None and entry.started is None
+
+
+async def test_a_recording_s_start_is_stored_with_its_call_s_close_or_not_at_all(
+        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ARI flow keeps MixMonitor's id until the call ends and stores it with the
+    close and the missed call, in one transaction: cut short, none of them is stored (the
+    call stays open, and the restart's recovery settles its recording); again, nothing
+    changes, and the recording's creation is audited once."""
+    call = a_call("+38631000807")
+    records = records_on(database, None)
+    file_name = f"{call.id}.wav"
+    assert await records.open(call)
+    await records.store_decision(call.id, "service", consent(), [{"id": "service-notice"}],
+                                 PlannedRecording(file_name, "consent", T0,
+                                                  T0 + timedelta(days=181)))
+    closed = ClosedCall(T0, T0 + timedelta(seconds=30), "caller hung up", True, False, None,
+                        "ended")
+    started = StartedRecording(file_name, "0xMIX", T0 + timedelta(seconds=6))
+
+    async def cut(self: Callbacks, *args: object) -> None:
+        raise RuntimeError("the service stopped here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Callbacks, "_record_missed", cut)
+        with pytest.raises(RuntimeError):
+            await records.close(call.id, closed, file_name, a_missed(call), started)
+    assert await counts(database, call) == {
+        "ended": False, "state": "decided", "mixmonitor": None, "stopped": False,
+        "audits": 0, "decisions": 1, "missed": 0}
+
+    for _ in range(2):
+        await records.close(call.id, closed, file_name, a_missed(call), started)
+        assert await counts(database, call) == {
+            "ended": True, "state": "ended", "mixmonitor": "0xMIX", "stopped": True,
+            "audits": 1, "decisions": 1, "missed": 1}
+    async with database.session() as session:
+        recording = (await session.execute(
+            select(Recording).where(Recording.call_id == call.id))).scalar_one()
+    assert recording.started_at == started.started_at

@@ -75,7 +75,9 @@ class Store:
         self.log.append(("recording_started", args))
 
     async def close(self, call_id: Any, closed: ClosedCall, recording_file: str | None,
-                    missed: Any = None) -> None:
+                    missed: Any = None, started: Any = None) -> None:
+        if started is not None:
+            self.log.append(("recording_started", started))
         self.log.append(("close", closed))
         if missed is not None:
             self.log.append(("record_missed", missed))

@@ -29,6 +29,7 @@ from ivr.metrics.exposition import exposition
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
 from ivr.settings import Settings
 from ivr.store.callbacks import Missed
+from ivr.store.receipts import StartedRecording
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CHANNEL = Channel(id="1.1", name="PJSIP/trunk-1", state="Ring", caller_number="031123456",
@@ -108,9 +109,13 @@ async def test_a_sales_call_runs_each_command_once_in_order() -> None:
     assert ami.names() == ["mix_monitor", "queue_load"]
     assert ami.calls[0][1] == ("1.1", PurePosixPath(
         f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"), "PJSIP/trunk-1")
-    # nobody answered (rule 4): the missed call is written with the close, in one write
-    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    # nobody answered (rule 4): the missed call and the recording's start (MixMonitor's id)
+    # are written with the close, in one write
+    assert records.names() == ["open", "store_decision", "close"]
     assert isinstance(missed := records.calls[-1][1][3], Missed)
+    started = records.calls[-1][1][4]
+    assert isinstance(started, StartedRecording)
+    assert (started.file_name, started.mixmonitor_id) == (f"{call.call_uuid}.wav", "0xMIX")
     assert missed.call_id == call.call_uuid and missed.reason == "abandoned"
 
 
@@ -178,7 +183,7 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
     await asyncio.wait_for(task, 5)
     assert ari.names()[-1] == "continue_in_dialplan"
     assert ari.calls[-1][1] == ("1.1", "ivr-queues", "sales")
-    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    assert records.names() == ["open", "store_decision", "close"]
     assert isinstance(records.calls[-1][1][3], Missed)
     assert ami.names() == ["mix_monitor", "queue_load"]
 
@@ -200,7 +205,7 @@ async def test_a_caller_who_left_as_the_call_was_handed_on_is_a_hang_up() -> Non
     await notice_heard(ari, items)
     await asyncio.wait_for(task, 5)
     assert "continue_in_dialplan" not in ari.names()
-    assert records.names() == ["open", "store_decision", "recording_started", "close"]
+    assert records.names() == ["open", "store_decision", "close"]
     closed, missed = records.calls[-1][1][1], records.calls[-1][1][3]
     assert closed.end_reason == "channel gone"
     assert isinstance(missed, Missed) and missed.reason == "ivr_hangup"
@@ -209,10 +214,10 @@ async def test_a_caller_who_left_as_the_call_was_handed_on_is_a_hang_up() -> Non
 @pytest.mark.parametrize(("failure", "on_disk", "row"), [
     (AmiError("MixMonitor refused"), False, "recording_not_started"),
     (AmiNoReply("no answer in 5 s"), False, "recording_not_started"),
-    (AmiNoReply("no answer in 5 s"), True, "recording_started"),
+    (AmiNoReply("no answer in 5 s"), True, None),
 ])
 async def test_a_recording_ami_did_not_start_is_settled_when_the_call_ends(
-        failure: AmiError, on_disk: bool, row: str, tmp_path: Path) -> None:
+        failure: AmiError, on_disk: bool, row: str | None, tmp_path: Path) -> None:
     """The stored decision allows a recording, and AMI refuses MixMonitor, or takes it and
     never answers (it may still start). The caller goes on to the queue either way. A
     refusal: the row says it never started. No answer: when the call ends, its file says
@@ -235,11 +240,13 @@ async def test_a_recording_ami_did_not_start_is_settled_when_the_call_ends(
     await asyncio.wait_for(task, 5)
 
     file_name = f"{call.call_uuid}.wav"
-    assert records.names() == ["open", "store_decision", row, "close"]
-    settled = records.calls[2][1]
-    assert settled[0] == file_name
-    if row == "recording_started":
-        assert settled[1] == FOUND_ON_DISK
+    if row is not None:
+        assert records.names() == ["open", "store_decision", row, "close"]
+        assert records.calls[2][1][0] == file_name
+    else:  # found started: stored with the close, in one write
+        assert records.names() == ["open", "store_decision", "close"]
+        started = records.calls[-1][1][4]
+        assert (started.file_name, started.mixmonitor_id) == (file_name, FOUND_ON_DISK)
     # the close stops the recording only if it started
     assert records.calls[-1][1][2] == (file_name if on_disk else None)
 
