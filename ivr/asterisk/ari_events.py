@@ -101,12 +101,14 @@ class PlaybackFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelVarset(Event):
-    """A channel variable changed (e.g. QUEUESTATUS when Queue() gives up)."""
+class ChannelUserevent(Event):
+    """The dialplan's ``UserEvent(name,key: value,...)`` on a channel the application
+    follows (e.g. ``ivr-queue`` with the QUEUESTATUS Queue() left: rule 4's reason). The
+    body's text values, by key; the event's name is not among them."""
 
     channel: Channel
-    variable: str
-    value: str
+    eventname: str
+    body: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +214,12 @@ def parse_event(text: str | bytes) -> Event:
         return ChannelDestroyed(*base, channel=parse_channel(_obj(raw, "channel")),
                                 cause=cause if isinstance(cause, int) else 0,
                                 cause_txt=str(raw.get("cause_txt", "")))
-    if kind == "ChannelVarset" and isinstance(raw.get("channel"), dict):
-        return ChannelVarset(*base, channel=parse_channel(_obj(raw, "channel")),
-                             variable=_str(raw, "variable", ""), value=_str(raw, "value", ""))
+    if kind == "ChannelUserevent" and isinstance(raw.get("channel"), dict):
+        body = _optional_obj(raw, "userevent")
+        return ChannelUserevent(*base, channel=parse_channel(_obj(raw, "channel")),
+                                eventname=_str(raw, "eventname", ""),
+                                body={key: value for key, value in body.items()
+                                      if isinstance(value, str) and key != "eventname"})
     if kind == "ChannelStateChange":
         return ChannelStateChange(*base, channel=parse_channel(_obj(raw, "channel")))
     if kind in ("PlaybackStarted", "PlaybackFinished"):

@@ -23,7 +23,7 @@ from ivr.asterisk.ari_events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
     ChannelHangupRequest,
-    ChannelVarset,
+    ChannelUserevent,
     StasisStart,
 )
 from ivr.asterisk.ari_events import PlaybackFinished as AriPlaybackFinished
@@ -122,6 +122,9 @@ def prompts_played(manifest: Manifest, receipt: cmd.Receipt) -> list[dict[str, A
 # MixMonitor's id when only its file shows that it started (AMI never answered, or the
 # service restarted before it could store the id).
 FOUND_ON_DISK = "unknown (file on disk)"
+# The user event the queue's dialplan raises when Queue() returns with the caller still on
+# the line (asterisk-conf/extensions.conf): ``status`` is QUEUESTATUS (rule 4's reason).
+QUEUE_EVENT = "ivr-queue"
 
 
 class InboundCallRunner:
@@ -293,9 +296,9 @@ class InboundCallRunner:
         if isinstance(item, AgentConnected):
             self.agent = item.agent
             return ev.AgentAnswered(item.agent, now())
-        if isinstance(item, ChannelVarset):
-            if item.variable == "QUEUESTATUS":
-                self.queue_status = item.value
+        if isinstance(item, ChannelUserevent):
+            if item.eventname == QUEUE_EVENT:
+                self.queue_status = item.body.get("status") or None
             return None
         if isinstance(item, ChannelVanished):
             if self.hung_up:

@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ivr.notices.audio import build
 from ivr.notices.catalogue import load_catalogue
+from ivr.settings import Settings
 from ivr.store.migrate import upgrade
 from testpbx.__main__ import prepare
 from testpbx.asterisk import Asterisk
+from testpbx.config import settings_of
 from testpbx.errors import SetupError
 from testpbx.paths import REPO, Paths
 from testpbx.sipp import Sipp
@@ -207,6 +209,20 @@ async def migrated_database(new_database: Any) -> AsyncIterator[str]:
     with new_database() as url:
         await asyncio.to_thread(upgrade, url)
         yield url
+
+
+def settings_with(path: Path, env: dict[str, str]) -> Settings:
+    """The settings a service started with ``IVR_CONFIG=path`` and ``env`` reads."""
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return settings_of(path)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def short_prompts(pbx: Asterisk) -> dict[str, str]:

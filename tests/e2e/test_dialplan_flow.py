@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 import wave
@@ -32,9 +31,8 @@ import httpx
 import pytest
 
 from ivr.calls.dialplan_notice import NOTE_SUFFIX, Ended, parse_end
-from ivr.settings import Settings
 from testpbx.asterisk import AGENT_PORTS, Asterisk, pid_alive
-from testpbx.config import settings_of, write_settings
+from testpbx.config import write_settings
 from testpbx.errors import SetupError
 from testpbx.node import further_node
 from testpbx.paths import Paths
@@ -48,6 +46,7 @@ from .conftest import (
     migrated_database,
     recordings_without_basis,
     running_service,
+    settings_with,
     short_prompts,
 )
 
@@ -70,20 +69,6 @@ class DialplanNode:
     pbx: Asterisk
     sipp: Sipp
     env: dict[str, str]
-
-
-def settings_with(path: Path, env: dict[str, str]) -> Settings:
-    """The settings a service started with ``IVR_CONFIG=path`` and ``env`` reads."""
-    before = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        return settings_of(path)
-    finally:
-        for name, value in before.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from ivr.asterisk.ari_events import (
     ChannelDtmfReceived,
     ChannelHangupRequest,
     ChannelStateChange,
-    ChannelVarset,
+    ChannelUserevent,
     Event,
     OtherEvent,
     PlaybackFinished,
@@ -68,7 +68,7 @@ def test_transcript_parses_into_the_expected_event_types() -> None:
     events = [parse_event(f) for f in FRAMES]
     assert [type(e) for e in events] == [
         StasisStart, PlaybackStarted, PlaybackFinished,
-        StasisStart, ChannelStateChange, PlaybackStarted, ChannelDtmfReceived, ChannelVarset,
+        StasisStart, ChannelStateChange, PlaybackStarted, ChannelDtmfReceived, OtherEvent,
         ChannelHangupRequest, StasisEnd, ChannelDestroyed,
     ]
     assert all(e.application == "ivr" for e in events)
@@ -189,15 +189,42 @@ def test_stasis_end_and_state_change_carry_the_channel() -> None:
     assert change.channel.state == "Up"
 
 
-def test_channel_varset_carries_the_variable() -> None:
-    """QUEUESTATUS tells a queue timeout from a caller who gave up (rule 4)."""
-    event = _parse(_frame("ChannelVarset"))
-    assert isinstance(event, ChannelVarset)
-    assert (event.variable, event.value) == ("IVR_DECISION", "consent")
+def _queue_event(body: Any) -> dict[str, Any]:
+    """The queue's ``UserEvent(ivr-queue,status: TIMEOUT)`` as ARI sends it: the body's
+    keys beside the event's name, in ``userevent``; the channel of the transcript's call."""
+    frame = _frame("ChannelVarset")
+    for key in ("variable", "value"):
+        del frame[key]
+    return {**frame, "type": "ChannelUserevent", "eventname": "ivr-queue", "userevent": body}
+
+
+def test_a_user_event_carries_its_name_and_body() -> None:
+    """QUEUESTATUS, from the queue's dialplan, tells a queue timeout from a caller who gave
+    up (rule 4)."""
+    event = _parse(_queue_event({"eventname": "ivr-queue", "status": "TIMEOUT"}))
+    assert isinstance(event, ChannelUserevent)
+    assert (event.channel.id, event.eventname, event.body) == (
+        SERVICE_CHANNEL, "ivr-queue", {"status": "TIMEOUT"})
     assert event.timestamp == datetime(2026, 11, 22, 21, 59, 5, 231000, tzinfo=UTC)
+    assert channel_of(event) == SERVICE_CHANNEL
 
 
-def test_a_global_varset_without_channel_is_other_event() -> None:
+@pytest.mark.parametrize("body", [None, {}, {"status": 7, "other": ["x"]}, "status: TIMEOUT"])
+def test_a_user_event_without_a_text_body_has_an_empty_one(body: Any) -> None:
+    """Nothing to read: the missed call's reason stays the safe one (``abandoned``, still
+    returned)."""
+    frame = _queue_event(body)
+    if body is None:
+        del frame["userevent"]
+    event = _parse(frame)
+    assert isinstance(event, ChannelUserevent) and event.body == {}
+
+
+def test_variable_changes_are_not_followed() -> None:
+    """The service asks Asterisk for none (ivr.asterisk.ari.WANTED_EVENTS); one that
+    arrives anyway is an event it does not act on, of no channel."""
+    event = _parse(_frame("ChannelVarset"))
+    assert type(event) is OtherEvent and channel_of(event) is None
     event = parse_event(json.dumps({"type": "ChannelVarset", "variable": "X", "value": "1"}))
     assert type(event) is OtherEvent
 
@@ -222,7 +249,7 @@ def test_channel_of_every_transcript_event() -> None:
     assert [channel_of(parse_event(f)) for f in FRAMES] == [
         SALES_CHANNEL, SALES_CHANNEL, SALES_CHANNEL,
         SERVICE_CHANNEL, SERVICE_CHANNEL, SERVICE_CHANNEL, SERVICE_CHANNEL,
-        SERVICE_CHANNEL,  # ChannelVarset
+        None,  # ChannelVarset: not followed
         SERVICE_CHANNEL, SERVICE_CHANNEL, SERVICE_CHANNEL,
     ]
 

@@ -16,14 +16,14 @@ from ivr.asterisk.ari import AriError, ChannelGone
 from ivr.asterisk.ari_events import (
     Channel,
     ChannelHangupRequest,
-    ChannelVarset,
+    ChannelUserevent,
     OtherEvent,
     PlaybackFinished,
     PlaybackStarted,
     StasisEnd,
     StasisStart,
 )
-from ivr.calls.inbound import FOUND_ON_DISK, CallDeps, InboundCallRunner
+from ivr.calls.inbound import FOUND_ON_DISK, QUEUE_EVENT, CallDeps, InboundCallRunner
 from ivr.calls.router import CallItem, ChannelVanished
 from ivr.metrics.exposition import exposition
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
@@ -257,8 +257,8 @@ async def test_a_caller_handed_on_after_a_restart_who_gives_up_is_a_missed_call(
     (their record was closed at the hand-off), with the queue's reason."""
     call, _, ami, records, items = runner()
     task = asyncio.create_task(call.follow_handed_on())
-    items.put_nowait(ChannelVarset("ChannelVarset", T0, "ivr", CHANNEL, "QUEUESTATUS",
-                                   "TIMEOUT"))
+    items.put_nowait(ChannelUserevent("ChannelUserevent", T0, "ivr", CHANNEL, QUEUE_EVENT,
+                                      {"status": "TIMEOUT"}))
     items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0 + timedelta(seconds=9),
                                           "ivr", CHANNEL, 16))
     await asyncio.wait_for(task, 5)
