@@ -38,6 +38,8 @@ from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
 from ivr.stopping import slow_stop_reported
 from ivr.store.audit import AuditLog
+from ivr.store.closes_together import LINGER_S as CLOSE_LINGER_S
+from ivr.store.closes_together import CloseQueue
 from ivr.store.database import Database
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
@@ -79,7 +81,9 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
     callbacks = records.callbacks
     by_dialplan = settings.dialplan.inbound_flow == "dialplan"
     decisions = DecisionQueue(records.store_decisions) if by_dialplan else None
-    deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions)
+    closes = CloseQueue(records.close_many, linger=CLOSE_LINGER_S)
+    deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions,
+                    closes)
 
     async def handle(start: StasisStart, items: CallItems) -> None:
         await InboundCallRunner(deps, start, items).run()
@@ -105,6 +109,7 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
                               name="ari-events")
             tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since, not by_dialplan),
                               name="sweep")
+            tasks.create_task(closes.run(), name="closes")
             if decisions is not None:
                 tasks.create_task(decisions.run(), name="decisions")
                 tasks.create_task(_dialplan_ends(deps), name="dialplan-ends")

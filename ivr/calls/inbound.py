@@ -48,8 +48,10 @@ from ivr.policy.lines import LineRef
 from ivr.policy.retention import expires_at
 from ivr.settings import Settings
 from ivr.store.callbacks import Callbacks, Missed
+from ivr.store.closes_together import CloseQueue
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
+from ivr.store.journal import CloseEntry
 from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording, StartedRecording
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ class CallDeps:
     # The dialplan flow's decisions, committed together (run by the service); without it,
     # each is committed alone.
     decisions: DecisionQueue | None = None
+    # The ARI flow's closes, committed together (run by the service); without it, each is
+    # written alone.
+    closes: CloseQueue | None = None
 
 
 def now() -> datetime:
@@ -494,8 +499,7 @@ class InboundCallRunner:
         if self.direction == "inbound" and self.line is not None and not command.agent_answered:
             missed = await self.missed(command.ended_at)
         try:
-            callback = await self.deps.records.close(self.call_uuid, closed,
-                                                     self.recording_file, missed, self.started)
+            callback = await self.write_close(closed, missed)
         except Exception:
             log.exception("could not close the call record", extra=self.log_extra)
             # the close may be what failed: the recording's start and the missed call on
@@ -509,6 +513,14 @@ class InboundCallRunner:
                                        "agent_answered": command.agent_answered})
         if missed is not None:
             self.log_missed(missed, callback)
+
+    async def write_close(self, closed: ClosedCall, missed: Missed | None) -> uuid.UUID | None:
+        if self.deps.closes is None:
+            return await self.deps.records.close(self.call_uuid, closed, self.recording_file,
+                                                 missed, self.started)
+        return await self.deps.closes.close(CloseEntry(
+            call_id=self.call_uuid, closed=closed, recording_file=self.recording_file,
+            missed=missed, started=self.started))
 
     async def store_started(self) -> None:
         if self.started is None:

@@ -175,6 +175,12 @@ class Callbacks:
             async with self.db.engine.begin() as connection:
                 await self._record_missed(connection, missed)
 
+    async def record_missed_on(self, connection: AsyncConnection, missed: list[Missed]
+                               ) -> dict[uuid.UUID, uuid.UUID | None]:
+        """``record_missed_many`` on ``connection``, in the caller's transaction: call id ->
+        the callback it opened or joined (``None``: withheld)."""
+        return await self._record_missed(connection, missed) if missed else {}
+
     async def _record_missed(self, connection: AsyncConnection,
                              missed: list[Missed]) -> dict[uuid.UUID, uuid.UUID | None]:
         """call id -> the callback it opened or joined (``None``: withheld)."""

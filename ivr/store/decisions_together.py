@@ -13,11 +13,9 @@ outage journal holds it, fsynced) or an error (nothing stored, nothing recorded)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ivr.store.journal import DecisionEntry
@@ -27,14 +25,9 @@ from ivr.store.receipts import (
     json_value,
     opened_decided_row,
 )
+from ivr.store.together import CommitQueue
 
 log = logging.getLogger(__name__)
-
-
-# Most decisions one statement carries; the rest go in the next.
-MAX_TOGETHER = 100
-# Commits at once: while one runs, the next decisions need not wait for it.
-WORKERS = 2
 
 
 def _rows(entries: list[DecisionEntry]) -> str:
@@ -62,93 +55,16 @@ async def open_and_decide_many(records: CallRecords,
 
 
 Outcome = bool | None | BaseException
-Store = Callable[[list[DecisionEntry]], Awaitable[list[Outcome]]]
 
 
-class _Waiting:
-    __slots__ = ("entry", "told")
-
-    def __init__(self, entry: DecisionEntry, told: asyncio.Future[bool | None]) -> None:
-        self.entry = entry
-        self.told = told
-
-
-class DecisionQueue:
+class DecisionQueue(CommitQueue[DecisionEntry]):
     """The dialplan flow's decisions, committed by ``run`` (a task of the service's
-    TaskGroup): those that arrive while a commit runs go in the next one, together."""
-
-    def __init__(self, store: Store, max_together: int = MAX_TOGETHER,
-                 workers: int = WORKERS) -> None:
-        """``store``: ``DurableRecords.store_decisions`` (PostgreSQL, else the journal)."""
-        self._store = store
-        self._max = max_together
-        self._workers = workers
-        self._waiting: list[_Waiting] = []
-        self._arrived = asyncio.Event()
-        self.commits = 0
-        self.committed = 0
+    TaskGroup): those that arrive while a commit runs go in the next one, together
+    (``store``: ``DurableRecords.store_decisions``, PostgreSQL, else the journal)."""
 
     async def commit_decision(self, entry: DecisionEntry) -> bool | None:
         """What became of this decision: ``True`` stored, ``False`` the call was stored
         already (nothing of this decision is), ``None`` journalled; raises when nothing was
         stored. Cancelled, the decision may still be committed (the end note finds it)."""
-        told: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(entry, told))
-        self._arrived.set()
-        return await told
-
-    async def run(self) -> None:
-        """Commit until cancelled, ``workers`` commits at most at once (so that one slow
-        commit does not hold up the decisions that arrive meanwhile)."""
-        try:
-            async with asyncio.TaskGroup() as workers:
-                for n in range(self._workers):
-                    workers.create_task(self._worker(), name=f"decisions-{n}")
-        finally:  # stopped: whoever still waits is cancelled (nothing is told as stored)
-            for waiting in self._waiting:
-                waiting.told.cancel()
-
-    async def _worker(self) -> None:
-        batch: list[_Waiting] = []
-        try:
-            while True:
-                while not (batch := self._next()):
-                    self._arrived.clear()
-                    await self._arrived.wait()
-                await self._commit(batch)
-        finally:
-            for waiting in batch:
-                waiting.told.cancel()
-
-    def _next(self) -> list[_Waiting]:
-        """The oldest waiting decisions, at most one per call (a second report of the same
-        call waits for the next commit, which finds the first)."""
-        batch: list[_Waiting] = []
-        calls: set[uuid.UUID] = set()
-        rest: list[_Waiting] = []
-        for waiting in self._waiting:
-            if waiting.told.done():
-                continue  # its caller gave up before the commit: nothing to tell
-            if len(batch) < self._max and waiting.entry.call_id not in calls:
-                calls.add(waiting.entry.call_id)
-                batch.append(waiting)
-            else:
-                rest.append(waiting)
-        self._waiting = rest
-        return batch
-
-    async def _commit(self, batch: list[_Waiting]) -> None:
-        try:
-            outcomes: list[Outcome] = await self._store([w.entry for w in batch])
-        except Exception as exc:  # a fault of the store itself: each caller is told
-            log.exception("decisions not committed")
-            outcomes = [exc] * len(batch)
-        self.commits += 1
-        self.committed += len(batch)
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            if waiting.told.done():
-                continue
-            if isinstance(outcome, BaseException):
-                waiting.told.set_exception(outcome)
-            else:
-                waiting.told.set_result(outcome)
+        stored: bool | None = await self.submit(entry)
+        return stored

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What became of a close: the callback its missed call opened or joined (``None``: none, or
+# journalled), or the error that stored nothing.
+Closed = uuid.UUID | None | BaseException
+
 
 def unreachable(error: BaseException) -> bool:
     """PostgreSQL could not be reached (down, restarting, network): worth journalling."""
@@ -143,6 +147,43 @@ class DurableRecords:
                                               recording_file=recording_file, missed=missed,
                                               started=started))
         return stored if isinstance(stored, uuid.UUID) else None
+
+    async def close_many(self, entries: list[CloseEntry]) -> list[Closed]:
+        """Many calls' closes (the ARI flow's, committed together) in one transaction, what
+        became of each (``close``'s answers, or the error that stored nothing): each call
+        closed with its recording's start and stop, its missed call and callback, in seven
+        statements whatever their number. While the journal holds entries, or if the
+        transaction fails: one by one, through the journal. A close ``end_many`` does not
+        write as ``close`` would (a planned recording that never started, a state other
+        than ``ended``) goes on its own."""
+        alone = [e.closed.state != "ended" or (e.recording_file is None) != (e.started is None)
+                 for e in entries]
+        together = [e for e, own in zip(entries, alone, strict=True) if not own]
+        if len(together) < 2 or (self.journal is not None and self.journal.pending()):
+            return [await self._close_outcome(entry) for entry in entries]
+        try:
+            async with asyncio.timeout(self._together_timeout):
+                callbacks = await self._close_together(together)
+        except Exception as exc:
+            log.warning("closes refused together, stored one by one: %s", _first_line(exc))
+            return [await self._close_outcome(entry) for entry in entries]
+        return [await self._close_outcome(entry) if own else callbacks.get(entry.call_id)
+                for entry, own in zip(entries, alone, strict=True)]
+
+    async def _close_together(self, entries: list[CloseEntry]
+                              ) -> dict[uuid.UUID, uuid.UUID | None]:
+        async with self.records.db.engine.begin() as connection:
+            await self.records.end_many_on(connection, [
+                EndedCall(e.call_id, e.closed, e.started) for e in entries])
+            return await self.callbacks.record_missed_on(
+                connection, [e.missed for e in entries if e.missed is not None])
+
+    async def _close_outcome(self, entry: CloseEntry) -> Closed:
+        try:
+            return await self.close(entry.call_id, entry.closed, entry.recording_file,
+                                    entry.missed, entry.started)
+        except Exception as exc:
+            return exc
 
     async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
         await self._store(CloseOrphanEntry(channel_id=channel_id, reason=reason, at=at))

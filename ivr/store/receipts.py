@@ -335,30 +335,34 @@ class CallRecords:
         nothing; again changes nothing. A call not in PostgreSQL fails it all."""
         if not ended:
             return
+        async with self.db.engine.begin() as connection:
+            await self.end_many_on(connection, ended)
+
+    async def end_many_on(self, connection: AsyncConnection, ended: list[EndedCall]) -> None:
+        """``end_many`` on ``connection``, in the caller's transaction."""
         started = [e for e in ended if e.recording is not None]
         recordings = [e.recording for e in started if e.recording is not None]
-        async with self.db.engine.begin() as connection:
-            result: Any = await connection.exec_driver_sql(RECORDINGS_STARTED, {
-                "file_name": [r.file_name for r in recordings],
-                "mixmonitor_id": [r.mixmonitor_id for r in recordings],
-                "at": [r.started_at for r in recordings],
-                "stopped_at": [e.closed.ended_at for e in started]})
-            created = [(str(row[0]), str(row[1])) for row in result if row[2]]
-            closed = await connection.exec_driver_sql(CLOSE_CALLS, {
-                "call_id": [e.call_id for e in ended],
-                "answered_at": [e.closed.answered_at for e in ended],
-                "ended_at": [e.closed.ended_at for e in ended],
-                "end_reason": [e.closed.end_reason for e in ended],
-                "notice_completed": [e.closed.notice_completed for e in ended],
-                "agent_answered": [e.closed.agent_answered for e in ended],
-                "agent": [e.closed.agent for e in ended]})
-            if closed.rowcount != len(ended):
-                raise LookupError(f"{len(ended) - closed.rowcount} of {len(ended)} calls are "
-                                  "not in PostgreSQL")
-            if self.audit is not None and created:
-                await self.audit.append_many(connection, [
-                    NewEntry("service", RECORDING_CREATED, "recording", recording_id,
-                             {"file": file_name}) for recording_id, file_name in created])
+        result: Any = await connection.exec_driver_sql(RECORDINGS_STARTED, {
+            "file_name": [r.file_name for r in recordings],
+            "mixmonitor_id": [r.mixmonitor_id for r in recordings],
+            "at": [r.started_at for r in recordings],
+            "stopped_at": [e.closed.ended_at for e in started]})
+        created = [(str(row[0]), str(row[1])) for row in result if row[2]]
+        closed = await connection.exec_driver_sql(CLOSE_CALLS, {
+            "call_id": [e.call_id for e in ended],
+            "answered_at": [e.closed.answered_at for e in ended],
+            "ended_at": [e.closed.ended_at for e in ended],
+            "end_reason": [e.closed.end_reason for e in ended],
+            "notice_completed": [e.closed.notice_completed for e in ended],
+            "agent_answered": [e.closed.agent_answered for e in ended],
+            "agent": [e.closed.agent for e in ended]})
+        if closed.rowcount != len(ended):
+            raise LookupError(f"{len(ended) - closed.rowcount} of {len(ended)} calls are "
+                              "not in PostgreSQL")
+        if self.audit is not None and created:
+            await self.audit.append_many(connection, [
+                NewEntry("service", RECORDING_CREATED, "recording", recording_id,
+                         {"file": file_name}) for recording_id, file_name in created])
 
     async def close_orphan(self, channel_id: str, reason: str, at: datetime) -> None:
         """Close the record of a call that lost its task (the service restarted), with

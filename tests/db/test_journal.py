@@ -285,3 +285,53 @@ async def test_a_recording_s_start_is_stored_with_its_call_s_close_or_not_at_all
         recording = (await session.execute(
             select(Recording).where(Recording.call_id == call.id))).scalar_one()
     assert recording.started_at == started.started_at
+
+
+def ari_close(call: OpenedCall, n: int, missed: bool = True) -> CloseEntry:
+    """A consenting call's close as the ARI flow writes it, recording started."""
+    file_name = f"{call.id}.wav"
+    return CloseEntry(call_id=call.id, closed=ClosedCall(
+        T0, T0 + timedelta(seconds=30), "caller hung up", True, False, None, "ended"),
+        recording_file=file_name, missed=a_missed(call) if missed else None,
+        started=StartedRecording(file_name, f"0xMIX{n}", T0 + timedelta(seconds=6)))
+
+
+async def decided(records: DurableRecords, call: OpenedCall) -> None:
+    assert await records.open(call)
+    await records.store_decision(call.id, "service", consent(), [{"id": "service-notice"}],
+                                 PlannedRecording(f"{call.id}.wav", "consent", T0,
+                                                  T0 + timedelta(days=181)))
+
+
+async def test_closes_together_store_each_as_alone_would_in_one_transaction(
+        database: Database) -> None:
+    """The ARI flow's closes of a moment (``CloseQueue``): each call closed, its recording
+    started (audited once) and stopped, its missed call and callback; what each caller is
+    told is its own callback. Again, nothing changes."""
+    records = records_on(database, None)
+    calls = [a_call(f"+3863100083{n}") for n in range(3)]
+    for call in calls:
+        await decided(records, call)
+    entries = [ari_close(call, n, missed=n < 2) for n, call in enumerate(calls)]
+    for _ in range(2):
+        outcomes = await records.close_many(entries)
+        assert all(isinstance(o, uuid.UUID) for o in outcomes[:2]) and outcomes[2] is None
+        assert outcomes[0] != outcomes[1]  # two callers, two callbacks
+        for n, call in enumerate(calls):
+            assert await counts(database, call) == {
+                "ended": True, "state": "ended", "mixmonitor": f"0xMIX{n}", "stopped": True,
+                "audits": 1, "decisions": 1, "missed": 1 if n < 2 else 0}
+
+
+async def test_closes_refused_together_are_stored_one_by_one(database: Database) -> None:
+    """One close of a call PostgreSQL does not hold fails the transaction: the others are
+    then stored one by one, and only that one is told of its error."""
+    records = records_on(database, None)
+    calls = [a_call(f"+3863100084{n}") for n in range(3)]
+    for call in calls[:2]:
+        await decided(records, call)
+    outcomes = await records.close_many([ari_close(call, n) for n, call in enumerate(calls)])
+    assert all(isinstance(o, uuid.UUID) for o in outcomes[:2])
+    assert isinstance(outcomes[2], Exception)
+    for n, call in enumerate(calls[:2]):
+        assert (await counts(database, call))["mixmonitor"] == f"0xMIX{n}"
