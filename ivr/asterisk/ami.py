@@ -145,7 +145,8 @@ class AmiClient:
         for connection in (self._main, *self._recorders):
             connection.manager.connect()
         try:
-            await asyncio.wait_for(self.logged_in.wait(), wait)
+            async with asyncio.timeout(wait):  # not wait_for (see ``action``)
+                await self.logged_in.wait()
         except TimeoutError:
             log.error("AMI login did not succeed within %.0f s; retrying in the background",
                       wait)
@@ -184,7 +185,10 @@ class AmiClient:
         future = connection.manager.send_action(fields)
         connection.waiting += 1
         try:
-            reply = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a reply that
+            # came as the task was cancelled and drops the cancellation (the service's stop)
+            async with asyncio.timeout(self.action_timeout):
+                reply = await asyncio.shield(future)
         except TimeoutError:
             raise AmiNoReply(f"AMI {fields['Action']}: no reply in {self.action_timeout} s") \
                 from None
@@ -215,7 +219,8 @@ class AmiClient:
         future = self._main.manager.send_action({"Action": "QueueSummary", "Queue": queue},
                                                 as_list=True)
         try:
-            replies = await asyncio.wait_for(asyncio.shield(future), self.action_timeout)
+            async with asyncio.timeout(self.action_timeout):  # not wait_for (see ``action``)
+                replies = await asyncio.shield(future)
         except TimeoutError:
             raise AmiError("AMI QueueSummary: no reply") from None
         for reply in replies if isinstance(replies, list) else [replies]:

@@ -276,7 +276,11 @@ class InboundCallRunner:
             deadline = watched[1]
         timeout = None if deadline is None else max(0.0, deadline - loop.time())
         try:
-            item = await asyncio.wait_for(self.items.get(), timeout)
+            # not asyncio.wait_for: on Python 3.11 it can return an event that arrived as
+            # the task was cancelled and drop the cancellation (the service's stop): the
+            # call would then wait for events that no longer come
+            async with asyncio.timeout(timeout):
+                item = await self.items.get()
         except TimeoutError:
             if watched is not None:
                 log.error("playback never finished; treated as not heard",

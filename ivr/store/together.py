@@ -57,12 +57,16 @@ class CommitQueue(Generic[E]):
         self._linger = linger
         self._waiting: list[_Waiting[E]] = []
         self._arrived = asyncio.Event()
+        self._stopped = False
         self.commits = 0
         self.committed = 0
 
     async def submit(self, entry: E) -> Any:
         """What became of this entry (the store's answer); raises when nothing was stored.
-        Cancelled, the entry may still be committed."""
+        Cancelled, the entry may still be committed. Once ``run`` has stopped (the
+        service's stop), nothing is committed: ``RuntimeError`` at once."""
+        if self._stopped:
+            raise RuntimeError("the service is stopping: not committed")
         told: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(entry, told))
         self._arrived.set()
@@ -76,6 +80,7 @@ class CommitQueue(Generic[E]):
                 for n in range(self._workers):
                     workers.create_task(self._worker(), name=f"together-{n}")
         finally:  # stopped: whoever still waits is cancelled (nothing is told as stored)
+            self._stopped = True
             for waiting in self._waiting:
                 waiting.told.cancel()
 

@@ -7,6 +7,8 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
 from ivr.store.closes_together import CloseQueue
 from ivr.store.journal import CloseEntry
 
@@ -54,3 +56,18 @@ async def test_a_close_waiting_when_the_service_stops_is_cancelled_not_told_stor
     await asyncio.gather(runner, return_exceptions=True)
     assert (await asyncio.gather(closing, return_exceptions=True))[0].__class__ is (
         asyncio.CancelledError)
+
+
+async def test_a_close_after_the_queue_stopped_is_refused_at_once() -> None:
+    """A call that ends after the service's stop began is told so, not left waiting for a
+    commit that will never come (the stop would wait for it)."""
+    async def store(entries: list[CloseEntry]) -> list[Any]:
+        raise AssertionError("no commit after the stop")
+
+    queue = CloseQueue(store, workers=1)
+    runner = asyncio.create_task(queue.run())
+    await asyncio.sleep(0)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    with pytest.raises(RuntimeError, match="stopping"):
+        await asyncio.wait_for(queue.close(entry()), 1)

@@ -25,8 +25,10 @@ from ivr.asterisk.ari_events import (
 )
 from ivr.calls.inbound import FOUND_ON_DISK, QUEUE_EVENT, CallDeps, InboundCallRunner
 from ivr.calls.router import CallItem, ChannelVanished
+from ivr.flow.inbound import Segment, new_inbound_call
 from ivr.metrics.exposition import exposition
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
+from ivr.policy.lines import LineKind
 from ivr.settings import Settings
 from ivr.store.callbacks import Missed
 from ivr.store.receipts import StartedRecording
@@ -277,3 +279,19 @@ async def test_a_caller_handed_on_after_a_restart_whom_an_agent_answered_is_not_
     items.put_nowait(AgentConnected("1.1", "agent-1"))
     await asyncio.wait_for(task, 5)
     assert records.calls == []
+
+
+async def test_the_service_s_stop_is_not_lost_to_an_event_that_comes_with_it() -> None:
+    """The stop cancels each call's task. An event that arrives in the same moment must
+    not swallow the cancellation (Python 3.11's ``asyncio.wait_for`` returned the event and
+    dropped it): the call would go on waiting for events that no longer come, and the
+    service's stop with it."""
+    call, _, _, _, items = runner()
+    flow, _ = new_inbound_call("c", LineKind.SALES, "sales", (Segment("sales-notice"),))
+    call.deadline = asyncio.get_running_loop().time() + 30  # a timer runs: a timeout is set
+    waiting = asyncio.create_task(call.receive(flow))
+    await asyncio.sleep(0)  # waiting for the next event
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
