@@ -2,8 +2,8 @@
 call's record, the recording that ran in it, and (nobody in the call centre answered) its
 missed call and callback, in one transaction. Nobody waits on that write, so ``CloseQueue``
 lets the closes of a moment gather (``LINGER_S``) and commits them in one transaction
-(``DurableRecords.close_many``: seven statements whatever their number, where one close
-alone takes about ten). A close the transaction refuses, or while the outage journal holds
+(``DurableRecords.close_many``: eleven statements whatever their number, as many as one
+close alone takes). A close the transaction refuses, or while the outage journal holds
 entries, is written on its own, as before.
 
 A service killed in that moment leaves those calls open: the restart's sweep closes them
