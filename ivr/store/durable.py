@@ -152,8 +152,8 @@ class DurableRecords:
         """Many calls' closes (the ARI flow's, committed together) in one transaction, what
         became of each (``close``'s answers, or the error that stored nothing): each call
         closed with its recording's start and stop, its missed call and callback, in eleven
-        statements whatever their number (as many as one close alone). While the journal holds entries, or if the
-        transaction fails: one by one, through the journal. A close ``end_many`` does not
+        statements whatever their number (as many as one close alone). While the journal
+        holds entries, or if the transaction fails: one by one, through the journal. A close ``end_many`` does not
         write as ``close`` would (a planned recording that never started, a state other
         than ``ended``) goes on its own."""
         alone = [e.closed.state != "ended" or (e.recording_file is None) != (e.started is None)
