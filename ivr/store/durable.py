@@ -153,9 +153,9 @@ class DurableRecords:
         became of each (``close``'s answers, or the error that stored nothing): each call
         closed with its recording's start and stop, its missed call and callback, in eleven
         statements whatever their number (as many as one close alone). While the journal
-        holds entries, or if the transaction fails: one by one, through the journal. A close ``end_many`` does not
-        write as ``close`` would (a planned recording that never started, a state other
-        than ``ended``) goes on its own."""
+        holds entries, or if the transaction fails: one by one, through the journal. A
+        close ``end_many`` does not write as ``close`` would (a planned recording that
+        never started, a state other than ``ended``) goes on its own."""
         alone = [e.closed.state != "ended" or (e.recording_file is None) != (e.started is None)
                  for e in entries]
         together = [e for e, own in zip(entries, alone, strict=True) if not own]
