@@ -38,7 +38,6 @@ from ivr.recordings.files import RecordingFiles
 from ivr.settings import Settings
 from ivr.stopping import slow_stop_reported
 from ivr.store.audit import AuditLog
-from ivr.store.closes_together import LINGER_S as CLOSE_LINGER_S
 from ivr.store.closes_together import CloseQueue
 from ivr.store.database import Database
 from ivr.store.decisions_together import DecisionQueue
@@ -81,7 +80,7 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
     callbacks = records.callbacks
     by_dialplan = settings.dialplan.inbound_flow == "dialplan"
     decisions = DecisionQueue(records.store_decisions) if by_dialplan else None
-    closes = CloseQueue(records.close_many, linger=CLOSE_LINGER_S)
+    closes = CloseQueue(records.close_many)
     deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions,
                     closes)
 
