@@ -121,6 +121,10 @@ class _Connection:
 EVENTS = "events"
 RECORDINGS = "recordings"
 CONNECTION_KINDS = (EVENTS, RECORDINGS)
+# A queue's load read this recently is the queue's load now: under load most calls that
+# end are missed calls, and each asked AMI for a QueueSummary of its own (three frames to
+# parse, and Asterisk going through the queue's members) for the same counts.
+QUEUE_LOAD_MAX_AGE_S = 1.0
 
 
 class AmiClient:
@@ -137,6 +141,7 @@ class AmiClient:
                            for _ in range(settings.recording_connections)]
         self.logged_in = self._main.logged_in
         self._main.manager.register_event("AgentConnect", self._agent_connect)
+        self._loads: dict[str, tuple[float, tuple[int, int]]] = {}
 
     def on_agent_connected(self, listener: QueueListener) -> None:
         self._listeners.append(listener)
@@ -213,9 +218,19 @@ class AmiClient:
         return True
 
     async def queue_load(self, queue: str) -> tuple[int, int]:
-        """Callers waiting in ``queue`` and agents available to it, right now."""
+        """Callers waiting in ``queue`` and agents available to it, right now (as read at
+        most ``QUEUE_LOAD_MAX_AGE_S`` ago)."""
         if not self._main.up:
             raise AmiError("AMI is not connected")
+        now = asyncio.get_running_loop().time()
+        read = self._loads.get(queue)
+        if read is not None and now - read[0] < QUEUE_LOAD_MAX_AGE_S:
+            return read[1]
+        load = await self._queue_summary(queue)
+        self._loads[queue] = (now, load)
+        return load
+
+    async def _queue_summary(self, queue: str) -> tuple[int, int]:
         future = self._main.manager.send_action({"Action": "QueueSummary", "Queue": queue},
                                                 as_list=True)
         try:

@@ -252,8 +252,9 @@ class InboundCallRunner:
                 continue
             if call.phase is not before:
                 self.deadline = None
-            log.debug("flow step", extra={**self.log_extra, "event": type(event).__name__,
-                                          "phase": call.phase.value})
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("flow step", extra={**self.log_extra, "event": type(event).__name__,
+                                              "phase": call.phase.value})
 
     async def unconfigured(self) -> None:
         """A number no line has: never recorded, handed to the configured context."""
@@ -346,7 +347,8 @@ class InboundCallRunner:
 
     # commands out ------------------------------------------------------------------------
     async def perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
-        started = asyncio.get_running_loop().time()
+        timed = log.isEnabledFor(logging.DEBUG)  # not built for every command otherwise
+        started = asyncio.get_running_loop().time() if timed else 0.0
         try:
             return await self._perform(call, command)
         except ChannelGone:
@@ -355,9 +357,10 @@ class InboundCallRunner:
             self.hung_up = True
             return ev.HungUp(now(), "channel gone")
         finally:
-            log.debug("command done", extra={
-                **self.log_extra, "command": type(command).__name__,
-                "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
+            if timed:
+                log.debug("command done", extra={
+                    **self.log_extra, "command": type(command).__name__,
+                    "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
 
     async def _perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
         ari, settings = self.deps.ari, self.deps.settings

@@ -73,9 +73,12 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             self.url, pool_size=settings.pool_size, pool_pre_ping=False
         )
-        # The same pool, each statement its own transaction: for writes that are one
-        # statement (no BEGIN and COMMIT round trips around them).
-        self.autocommit: AsyncEngine = self.engine.execution_options(
+        # Each statement its own transaction: for writes that are one statement (no BEGIN
+        # and COMMIT round trips around them). A pool of its own, its connections set to
+        # autocommit once: the same engine with the option set at each checkout cost a
+        # quarter more of the service's CPU per write (make bench's calls each make two).
+        self.autocommit: AsyncEngine = create_async_engine(
+            self.url, pool_size=settings.pool_size, pool_pre_ping=False,
             isolation_level="AUTOCOMMIT")
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
@@ -89,6 +92,7 @@ class Database:
         await check_reachable(self.engine, wait_seconds)
 
     async def dispose(self) -> None:
+        await self.autocommit.dispose()
         await self.engine.dispose()
 
 

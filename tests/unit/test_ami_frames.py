@@ -21,7 +21,13 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from ivr.asterisk.ami import AgentConnected, AmiClient, AmiError, AmiNoReply
+from ivr.asterisk.ami import (
+    QUEUE_LOAD_MAX_AGE_S,
+    AgentConnected,
+    AmiClient,
+    AmiError,
+    AmiNoReply,
+)
 from ivr.metrics.health import PartDown, curl_check
 from ivr.settings import AmiSettings
 
@@ -286,6 +292,39 @@ def test_a_sane_queue_summary_is_read() -> None:
         answering = asyncio.create_task(summary())
         assert await client.queue_load("service") == (7, 2)
         await answering
+
+    run(scenario)
+
+
+def test_a_queue_s_load_is_asked_again_only_once_its_reading_is_old() -> None:
+    """Calls missed within ``QUEUE_LOAD_MAX_AGE_S`` of each other share one QueueSummary;
+    the next after it asks AMI again, and reads the new counts."""
+    async def scenario(ami: FakeAmi, client: AmiClient, agents: list[AgentConnected]) -> None:
+        session = await ami.session()
+        asked: list[str] = []
+
+        async def summary(callers: int) -> None:
+            action = await session.action()
+            asked.append(action["queue"])
+            action_id = action["actionid"].encode()
+            session.reply(action, EventList="start", Message="Queue summary will follow")
+            session.send(b"Event: QueueSummary\r\nQueue: service\r\nCallers: %d\r\n"
+                         b"Available: 2\r\nActionID: %s%s" % (callers, action_id, END))
+            session.send(b"Event: QueueSummaryComplete\r\nActionID: " + action_id + END)
+
+        answering = asyncio.create_task(summary(7))
+        assert await client.queue_load("service") == (7, 2)
+        await answering
+        assert await client.queue_load("service") == (7, 2)
+        assert asked == ["service"]
+        loop = asyncio.get_running_loop()
+        read_at, load = client._loads["service"]
+        client._loads["service"] = (read_at - QUEUE_LOAD_MAX_AGE_S, load)
+        answering = asyncio.create_task(summary(9))
+        assert await client.queue_load("service") == (9, 2)
+        await answering
+        assert asked == ["service", "service"]
+        assert client._loads["service"][0] <= loop.time()
 
     run(scenario)
 
