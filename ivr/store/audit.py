@@ -235,9 +235,7 @@ class AuditLog:
             connection = await session.connection()
         else:
             connection = session
-        options = connection.sync_connection.get_execution_options() \
-            if connection.sync_connection is not None else {}
-        if options.get("isolation_level") == "AUTOCOMMIT":
+        if _autocommit(connection):
             # The lock would end with its statement, and two entries could follow one hash.
             raise RuntimeError("AuditLog.append needs a transaction, not an autocommit "
                                "connection")
@@ -310,3 +308,14 @@ class AuditLog:
             finally:
                 await entries.close()
         return check.end()
+
+
+def _autocommit(connection: AsyncConnection) -> bool:
+    """Whether each statement on ``connection`` is its own transaction (the option set on
+    the connection, or on its engine: the driver's connection says either way)."""
+    sync = connection.sync_connection
+    if sync is None:
+        return False
+    if sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return True
+    return bool(getattr(sync.connection.driver_connection, "autocommit", False))
