@@ -42,6 +42,7 @@ from ivr.store.closes_together import CloseQueue
 from ivr.store.database import Database
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
+from ivr.store.opens_together import OpenQueue
 from ivr.web.auth import Sessions
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
     by_dialplan = settings.dialplan.inbound_flow == "dialplan"
     decisions = DecisionQueue(records.store_decisions) if by_dialplan else None
     closes = CloseQueue(records.close_many)
+    opens = OpenQueue(records.open_many)
     deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions,
-                    closes)
+                    closes, opens)
 
     async def handle(start: StasisStart, items: CallItems) -> None:
         await InboundCallRunner(deps, start, items).run()
@@ -109,6 +111,7 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
             tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since, not by_dialplan),
                               name="sweep")
             tasks.create_task(closes.run(), name="closes")
+            tasks.create_task(opens.run(), name="opens")
             if decisions is not None:
                 tasks.create_task(decisions.run(), name="decisions")
                 tasks.create_task(_dialplan_ends(deps), name="dialplan-ends")

@@ -51,7 +51,8 @@ from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.closes_together import CloseQueue
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
-from ivr.store.journal import CloseEntry
+from ivr.store.journal import CloseEntry, OpenEntry
+from ivr.store.opens_together import OpenQueue
 from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording, StartedRecording
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class CallDeps:
     # The ARI flow's closes, committed together (run by the service); without it, each is
     # written alone.
     closes: CloseQueue | None = None
+    # The ARI flow's calls opened together (run by the service); without it, each alone.
+    opens: OpenQueue | None = None
 
 
 def now() -> datetime:
@@ -154,6 +157,9 @@ class InboundCallRunner:
         # a restart finds the id on the channel or the file on disk: ivr/calls/recovery.py)
         self.started: StartedRecording | None = None
         self.line: LineRef | None = None
+        # The call's opening, written while the call goes on (not before its answer): its
+        # decision and its close wait for it. None: opened by whoever started the runner.
+        self.opening: asyncio.Task[bool] | None = None
         self.hung_up = False
         self.reached_queue = False
         self.direction = "inbound"
@@ -171,14 +177,35 @@ class InboundCallRunner:
         log.info("call entered the application", extra={
             **self.log_extra, "dialled": opened.dialled, "caller": opened.caller or "withheld",
             "line": self.line.name if self.line else None})
+        async with asyncio.TaskGroup() as tasks:
+            self.opening = tasks.create_task(self.open_call(opened),
+                                             name=f"open-{self.channel_id}")
+            await self.take()
+
+    async def open_call(self, opened: OpenedCall) -> bool:
+        """Store the call; ``False`` if its channel was stored already (a replayed
+        StasisStart the router did not know): nothing of this call is then written."""
+        entry = OpenEntry(call=opened, direction="inbound")
         try:
-            if not await self.deps.records.open(opened):
-                log.warning("call already recorded; ignoring a replayed StasisStart",
-                            extra=self.log_extra)
-                return
+            if self.deps.opens is not None:
+                stored = await self.deps.opens.open(entry)
+            else:
+                stored = await self.deps.records.open(opened)
         except Exception:
             log.exception("could not store the call; it goes on unrecorded",
                           extra=self.log_extra)
+            return True  # its decision's write then fails on its own: nothing recorded
+        if not stored:
+            log.error("call already recorded: nothing of this one is stored or recorded",
+                      extra=self.log_extra)
+        return stored
+
+    async def call_stored(self) -> bool:
+        return True if self.opening is None else await self.opening
+
+    async def take(self) -> None:
+        """The call, from its answer to its close."""
+        settings = self.deps.settings
         if self.line is None:
             await self.unconfigured()
             return
@@ -426,6 +453,8 @@ class InboundCallRunner:
     async def store_decision(self, call: InboundCall, receipt: cmd.Receipt) -> ev.FlowEvent:
         assert self.line is not None
         planned = None
+        if not await self.call_stored():
+            return ev.DecisionNotStored("call already recorded", now())
         if receipt.record:
             planned = plan_recording(self.deps.settings, self.call_uuid,
                                      receipt.decision.value)
@@ -502,6 +531,8 @@ class InboundCallRunner:
             agent_answered=command.agent_answered, agent=self.agent, state=state)
         if self.recording_asked_at is not None and self.recording_file is not None:
             await self.settle_recording(command.ended_at)
+        if not await self.call_stored():
+            return
         missed = None
         if self.direction == "inbound" and self.line is not None and not command.agent_answered:
             missed = await self.missed(command.ended_at)

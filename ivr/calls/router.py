@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ class ChannelVanished:
 CallItem = Event | AgentConnected | ChannelVanished
 CallItems = asyncio.Queue[CallItem]
 Handler = Callable[[StasisStart, CallItems], Awaitable[None]]
+# Ended calls' channels remembered (a few minutes of calls at the bench's highest rates).
+ENDED_KEPT = 20_000
 
 
 class CallRouter:
@@ -35,6 +38,10 @@ class CallRouter:
         self._tasks = tasks
         self._handler = handler
         self._calls: dict[str, CallItems] = {}
+        # Channels whose calls ended here, the latest ENDED_KEPT: a StasisStart for one
+        # (Asterisk sending the event again) starts nothing. The call flow stores a call
+        # first with its decision, so PostgreSQL no longer tells such a replay at its start.
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     @property
     def active(self) -> int:
@@ -55,6 +62,10 @@ class CallRouter:
         if queue is not None:
             queue.put_nowait(item)
         elif isinstance(item, StasisStart):
+            if channel_id in self._ended:
+                log.warning("StasisStart again for a call that ended here; ignored",
+                            extra={"call": channel_id})
+                return
             queue = asyncio.Queue()
             self._calls[channel_id] = queue
             self._tasks.create_task(self._run(channel_id, self._handler(item, queue)),
@@ -81,3 +92,6 @@ class CallRouter:
             log.exception("call handler failed", extra={"call": channel_id})
         finally:
             self._calls.pop(channel_id, None)
+            self._ended[channel_id] = None
+            if len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 
 from ivr.store.journal import CloseEntry
-from ivr.store.together import MAX_TOGETHER, WORKERS, CommitQueue, Store
+from ivr.store.together import CommitQueue
 
 # How long the first close of a moment waits for others to join it.
 LINGER_S = 0.1
@@ -24,9 +24,7 @@ LINGER_S = 0.1
 class CloseQueue(CommitQueue[CloseEntry]):
     """Closes committed by ``run`` (a task of the service's TaskGroup), together."""
 
-    def __init__(self, store: Store[CloseEntry], max_together: int = MAX_TOGETHER,
-                 workers: int = WORKERS, linger: float = LINGER_S) -> None:
-        super().__init__(store, max_together, workers, linger)
+    LINGER = LINGER_S
 
     async def close(self, entry: CloseEntry) -> uuid.UUID | None:
         """The callback the call's missed call opened or joined (``None``: none, withheld,

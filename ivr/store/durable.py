@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 # What became of a close: the callback its missed call opened or joined (``None``: none, or
 # journalled), or the error that stored nothing.
 Closed = uuid.UUID | None | BaseException
+# What became of an opening: ``False`` the channel was stored already (a replay), else
+# ``True`` (stored or journalled), or the error that stored nothing.
+Opened = bool | BaseException
+_E = TypeVar("_E", OpenEntry, DecisionEntry)
 
 
 def unreachable(error: BaseException) -> bool:
@@ -86,6 +91,22 @@ class DurableRecords:
         stored = await self._store(OpenEntry(call=call, direction=direction))
         return stored is not False
 
+    async def open_many(self, entries: list[OpenEntry]) -> list[Opened]:
+        """Many ARI-flow calls opened in one statement (``OpenQueue``), what became of each
+        (``open``'s answers, or the error that stored nothing), as ``store_decisions``."""
+        async def together(entries: list[OpenEntry]) -> list[Opened]:
+            stored = await self.records.open_many([entry.call for entry in entries])
+            return [entry.call.id in stored for entry in entries]
+
+        return await self._one_statement("calls", entries, together, self._open_outcome,
+                                         journalled=True)
+
+    async def _open_outcome(self, entry: OpenEntry) -> Opened:
+        try:
+            return await self.open(entry.call, entry.direction)
+        except Exception as exc:
+            return exc
+
     async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
@@ -104,27 +125,38 @@ class DurableRecords:
 
     async def store_decisions(self, entries: list[DecisionEntry]) -> list[Outcome]:
         """Many dialplan-flow decisions (each opening its call) in one statement, what
-        became of each (``store_decision``'s answers, or the error that stored nothing).
-        PostgreSQL unreachable: all of them to the journal. Refused (a constraint): one by
-        one, so that one bad decision does not cost the others theirs. One alone, or while
-        the journal holds entries: one by one, as ever."""
+        became of each (``store_decision``'s answers, or the error that stored nothing)."""
+        async def together(entries: list[DecisionEntry]) -> list[Outcome]:
+            stored = await open_and_decide_many(self.records, entries)
+            return [entry.call_id in stored for entry in entries]
+
+        return await self._one_statement("decisions", entries, together, self._outcome,
+                                         journalled=None)
+
+    async def _one_statement(self, what: str, entries: list[_E],
+                             together: Callable[[list[_E]], Awaitable[list[Any]]],
+                             alone: Callable[[_E], Awaitable[Any]], journalled: Any
+                             ) -> list[Any]:
+        """``entries`` written by ``together`` (one statement), what became of each.
+        PostgreSQL unreachable: all of them to the journal (each told ``journalled``).
+        Refused (a constraint): one by one (``alone``), so that one bad entry does not cost
+        the others theirs. One alone, or while the journal holds entries: one by one."""
         if len(entries) == 1 or (self.journal is not None and self.journal.pending()):
-            return [await self._outcome(entry) for entry in entries]
+            return [await alone(entry) for entry in entries]
         try:
             async with asyncio.timeout(self.timeout):
-                stored = await open_and_decide_many(self.records, entries)
+                return await together(entries)
         except Exception as exc:
             if self.journal is None or not unreachable(exc):
-                log.warning("decisions refused together, stored one by one: %s",
+                log.warning("%s refused together, stored one by one: %s", what,
                             _first_line(exc))
-                return [await self._outcome(entry) for entry in entries]
-            log.warning("PostgreSQL did not take %d decisions (%s); written to the journal",
-                        len(entries), _first_line(exc))
+                return [await alone(entry) for entry in entries]
+            log.warning("PostgreSQL did not take %d %s (%s); written to the journal",
+                        len(entries), what, _first_line(exc))
             for entry in entries:
                 await self.journal.append(entry)
             self.journalled += len(entries)
-            return [None] * len(entries)
-        return [entry.call_id in stored for entry in entries]
+            return [journalled] * len(entries)
 
     async def _outcome(self, entry: DecisionEntry) -> Outcome:
         try:

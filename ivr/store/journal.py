@@ -43,6 +43,10 @@ class OpenEntry(_Entry):
     call: OpenedCall
     direction: str
 
+    @property
+    def call_id(self) -> uuid.UUID:
+        return self.call.id
+
 
 class DecisionEntry(_Entry):
     op: Literal["decision"] = "decision"

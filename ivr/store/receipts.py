@@ -35,6 +35,21 @@ VALUES (%(id)s, %(channel_id)s, %(linkedid)s, %(direction)s, %(dialled)s, %(call
 ON CONFLICT (channel_id) DO NOTHING
 """
 
+# The ARI flow's calls of a moment, opened in one statement: the ids of those it stored (a
+# channel PostgreSQL holds already, a replayed StasisStart, is not among them).
+OPEN_CALLS = """
+INSERT INTO calls (id, channel_id, linkedid, direction, dialled, caller, caller_withheld,
+                   caller_raw, line_name, line_kind, started_at, state, node)
+SELECT id, channel_id, linkedid, 'inbound', dialled, caller, caller_withheld, caller_raw,
+       line_name, line_kind, started_at, 'answering', %(node)s
+FROM jsonb_to_recordset(%(calls)s::jsonb)
+AS v(id uuid, channel_id text, linkedid text, dialled text, caller text,
+     caller_withheld boolean, caller_raw text, line_name text, line_kind text,
+     started_at timestamptz)
+ON CONFLICT (channel_id) DO NOTHING
+RETURNING id
+"""
+
 # The decision, the recording it allows (if any) and the call's state, all or nothing; a
 # decision already stored (a replay) inserts nothing, so nothing else happens either.
 STORE_DECISION = """
@@ -264,6 +279,18 @@ class CallRecords:
             result = await connection.exec_driver_sql(
                 OPEN_CALL, {"id": call.id, **self._call_parameters(call, direction)})
         return bool(result.rowcount)
+
+    async def open_many(self, calls: list[OpenedCall]) -> set[uuid.UUID]:
+        """Insert inbound calls in one statement; the ids of those stored (a channel
+        already recorded is not among them). All or nothing."""
+        rows = [{"id": c.id, "channel_id": c.channel_id, "linkedid": c.linkedid,
+                 "dialled": c.dialled, "caller": c.caller, "caller_withheld": c.caller_withheld,
+                 "caller_raw": c.caller_raw, "line_name": c.line_name,
+                 "line_kind": c.line_kind, "started_at": c.started_at} for c in calls]
+        async with self.db.autocommit.connect() as connection:
+            result: Any = await connection.exec_driver_sql(OPEN_CALLS, {
+                "calls": json.dumps(rows, default=json_value), "node": self.node})
+            return {row[0] for row in result.all()}
 
     async def store_decision(self, call_id: uuid.UUID, line_kind: str, receipt: Receipt,
                              prompts_played: list[dict[str, Any]],

@@ -49,12 +49,15 @@ class CommitQueue(Generic[E]):
     while a commit runs go in the next one, together. ``linger``: how long a worker waits
     after the first entry before it commits, for more to join (writes nobody waits on)."""
 
+    # A queue's linger unless told otherwise.
+    LINGER: float = 0.0
+
     def __init__(self, store: Store[E], max_together: int = MAX_TOGETHER,
-                 workers: int = WORKERS, linger: float = 0.0) -> None:
+                 workers: int = WORKERS, linger: float | None = None) -> None:
         self._store = store
         self._max = max_together
         self._workers = workers
-        self._linger = linger
+        self._linger = self.LINGER if linger is None else linger
         self._waiting: list[_Waiting[E]] = []
         self._arrived = asyncio.Event()
         self._stopped = False

@@ -4,6 +4,7 @@ twice (a crash in the middle) duplicates nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import uuid
@@ -21,7 +22,7 @@ from ivr.store.audit import AuditLog
 from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.database import Database
 from ivr.store.durable import DurableRecords
-from ivr.store.journal import ENTRY, CloseEntry, Journal
+from ivr.store.journal import ENTRY, CloseEntry, Journal, OpenEntry
 from ivr.store.models import AuditEntry, Call, MissedCall, Recording
 from ivr.store.models import Decision as DecisionRow
 from ivr.store.receipts import (
@@ -335,3 +336,32 @@ async def test_closes_refused_together_are_stored_one_by_one(database: Database)
     assert isinstance(outcomes[2], Exception)
     for n, call in enumerate(calls[:2]):
         assert (await counts(database, call))["mixmonitor"] == f"0xMIX{n}"
+
+
+async def test_calls_opened_together_are_stored_as_each_alone_would_be(
+        down: Database, database: Database, tmp_path: Path) -> None:
+    """The ARI flow's openings of a moment (``OpenQueue``) in one statement: each told
+    whether it stored its call (``False``: its channel was stored already). PostgreSQL
+    unreachable: all of them to the journal, replayed once it is back."""
+    records = records_on(database, None)
+    calls = [a_call(f"+3863100086{n}") for n in range(3)]
+    assert await records.open(calls[2])
+    again = dataclasses.replace(calls[2], id=uuid.uuid4())
+    entries = [OpenEntry(call=call, direction="inbound") for call in [*calls[:2], again]]
+    assert await records.open_many(entries) == [True, True, False]
+    for call in calls:
+        async with database.session() as session:
+            stored = (await session.execute(select(Call).where(Call.id == call.id))
+                      ).scalar_one()
+        assert (stored.channel_id, stored.state, stored.caller) == (
+            call.channel_id, "answering", call.caller)
+
+    journal = Journal(tmp_path / "journal")
+    later = [a_call(f"+3863100087{n}") for n in range(2)]
+    assert await records_on(down, journal).open_many(
+        [OpenEntry(call=call, direction="inbound") for call in later]) == [True, True]
+    assert await records_on(database, journal).replay() == 2
+    async with database.session() as session:
+        stored_ids = set((await session.execute(select(Call.id).where(
+            Call.id.in_([call.id for call in later])))).scalars())
+    assert stored_ids == {call.id for call in later}

@@ -347,14 +347,33 @@ async def test_channel_destroyed_before_the_hangup_request(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(OUTCOMES))
 async def test_a_stasis_start_replayed_after_the_call_is_not_a_second_call(name: str) -> None:
-    """After a reconnect ARI may hand the same channel over again: the store refuses to
-    open it twice, and nothing is played, decided or recorded again."""
+    """Asterisk may send a channel's StasisStart again: the router, which remembers the
+    channels whose calls ended, starts nothing for it, so nothing is opened, answered,
+    played, decided or recorded again."""
     frames = CALLS[name]
     log = await replay(frames, after=[frames[0]])
     names = [n for n, _ in log]
-    assert names.count("open") == 2
+    assert names.count("open") == 1
     assert names.count("answer") == 1
     assert outcome(log) == OUTCOMES[name]
+
+
+@pytest.mark.parametrize("name", sorted(OUTCOMES))
+async def test_a_channel_the_store_holds_already_is_neither_decided_nor_recorded(
+        name: str) -> None:
+    """The call's opening is written while the call goes on. If the store refuses it (its
+    channel is stored already: a StasisStart sent again that the router did not know),
+    nothing of the call is stored or recorded; a caller who is handed on still is."""
+    frames = CALLS[name]
+    run = Replay(playback_order(frames))
+    channel = channel_of(parse_event(frames[0]))
+    assert channel is not None
+    run.store.channels.add(channel)
+    log = await run.run(frames)
+    names = [n for n, _ in log]
+    assert names.count("open") == 1
+    assert not {"store_decision", "mix_monitor", "close", "record_missed"} & set(names)
+    assert ("continue_in_dialplan" in names) == OUTCOMES[name][2]
 
 
 # random event sequences --------------------------------------------------------------------
