@@ -111,16 +111,25 @@ class Journal:
         self.replaying = directory / "replaying.jsonl"
         self.rejected = directory / "rejected.jsonl"
         self._lock = asyncio.Lock()
+        # Whether entries wait, as last read from the disk (None: read it again). Only this
+        # object writes the files (one instance per node), so it knows without asking the
+        # disk at every write of every call.
+        self._pending: bool | None = None
 
     def pending(self) -> bool:
         """Entries wait to be replayed: every new entry must queue behind them."""
-        return _has_data(self.current) or _has_data(self.replaying)
+        if self._pending is None:
+            self._pending = _has_data(self.current) or _has_data(self.replaying)
+        return self._pending
 
     async def append(self, entry: Entry) -> None:
         """Write ``entry`` and fsync it; when this returns, it survives a crash."""
         line = ENTRY.dump_json(entry) + b"\n"
         async with self._lock:
-            await asyncio.to_thread(self._write, self.current, line)
+            try:
+                await asyncio.to_thread(self._write, self.current, line)
+            finally:
+                self._pending = None  # a write cut short may have left part of a line
 
     async def take(self) -> Batch | None:
         """The entries to replay now (an unfinished replay's first), or ``None``."""
@@ -130,7 +139,10 @@ class Journal:
     async def done(self) -> None:
         """Every entry of the batch from :meth:`take` is in PostgreSQL."""
         async with self._lock:
-            await asyncio.to_thread(self._remove, self.replaying)
+            try:
+                await asyncio.to_thread(self._remove, self.replaying)
+            finally:
+                self._pending = None
 
     async def reject(self, entry: Entry, error: str) -> None:
         line = ENTRY.dump_json(entry)[:-1] + b', "error": ' + _json_text(error) + b"}\n"
