@@ -267,7 +267,14 @@ def test_an_sdp_with_only_an_unknown_codec_is_refused_before_the_application(
 def test_a_cancel_right_after_the_invite_ends_cleanly(
         service: Any, outcomes: dict[str, Outcome], name: str) -> None:
     o = outcomes[name]
-    assert o.sipp.ok, o.sipp.errors()  # 200 to the CANCEL, 487 to the INVITE
+    # 200 to the CANCEL, 487 to the INVITE. The service answers within milliseconds of
+    # the call entering the application (its record is written meanwhile), so the CANCEL
+    # sent once the 100 Trying is in may cross the call's 200 OK: SIPp then aborts on a
+    # 200 where it waits for the 487, and hangs up (a BYE). Either way, what the service
+    # stored is held to the same below.
+    errors = "" if o.sipp.ok else o.sipp.errors()
+    crossed = "while expecting '487'" in errors and "received 'SIP/2.0 200 OK" in errors
+    assert o.sipp.ok or crossed, errors
     assert len(o.records) <= 1  # it may have reached the application before the CANCEL
     for r in o.records:
         assert r["ended_at"] is not None and r["notice_completed"] is False
