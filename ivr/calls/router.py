@@ -39,8 +39,9 @@ class CallRouter:
         self._handler = handler
         self._calls: dict[str, CallItems] = {}
         # Channels whose calls ended here, the latest ENDED_KEPT: a StasisStart for one
-        # (Asterisk sending the event again) starts nothing. The call flow stores a call
-        # first with its decision, so PostgreSQL no longer tells such a replay at its start.
+        # (Asterisk sending the event again) starts nothing. The call flow answers before
+        # its call's opening is stored, so PostgreSQL's refusal of a replayed channel comes
+        # only after the channel was touched.
         self._ended: OrderedDict[str, None] = OrderedDict()
 
     @property
