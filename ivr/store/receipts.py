@@ -283,10 +283,7 @@ class CallRecords:
     async def open_many(self, calls: list[OpenedCall]) -> set[uuid.UUID]:
         """Insert inbound calls in one statement; the ids of those stored (a channel
         already recorded is not among them). All or nothing."""
-        rows = [{"id": c.id, "channel_id": c.channel_id, "linkedid": c.linkedid,
-                 "dialled": c.dialled, "caller": c.caller, "caller_withheld": c.caller_withheld,
-                 "caller_raw": c.caller_raw, "line_name": c.line_name,
-                 "line_kind": c.line_kind, "started_at": c.started_at} for c in calls]
+        rows = [{"id": c.id, **self._call_parameters(c, "inbound")} for c in calls]
         async with self.db.autocommit.connect() as connection:
             result: Any = await connection.exec_driver_sql(OPEN_CALLS, {
                 "calls": json.dumps(rows, default=json_value), "node": self.node})
