@@ -28,7 +28,7 @@ from ivr.flow.dialplan_notice import receipt
 from ivr.flow.inbound import Segment
 from ivr.logs import JsonFormatter
 from ivr.settings import Settings
-from ivr.store.receipts import json_value, opened_decided_row
+from ivr.store.receipts import decision_row, json_value
 
 PLAYED = ("service-information@1795404928.200@1795404940.310~"
           "service-question@1795404940.310@1795404943.020~")
@@ -52,7 +52,7 @@ def one_call(settings: Settings, formatter: logging.Formatter, n: int) -> int:
     assert line is not None
     decided = receipt(line.kind, NOTICE, report.heard, datetime.now(UTC))
     assert decided is not None
-    row = opened_decided_row(call_id, line.kind.value, decided, [], None, None, opened)
+    row = decision_row(call_id, line.kind.value, decided, [], None, None, opened)
     size = len(json.dumps([row], default=json_value))
     record = logging.LogRecord("ivr.calls", logging.INFO, __file__, 0, "decision stored",
                                None, None)

@@ -80,7 +80,7 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
     records = DurableRecords.for_node(settings, db, audit)
     callbacks = records.callbacks
     by_dialplan = settings.dialplan.inbound_flow == "dialplan"
-    decisions = DecisionQueue(records.store_decisions) if by_dialplan else None
+    decisions = DecisionQueue(records.store_decisions)
     closes = CloseQueue(records.close_many)
     opens = OpenQueue(records.open_many)
     deps = CallDeps(settings, ari, ami, records, manifest, callbacks, metrics, decisions,
@@ -112,8 +112,8 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
                               name="sweep")
             tasks.create_task(closes.run(), name="closes")
             tasks.create_task(opens.run(), name="opens")
-            if decisions is not None:
-                tasks.create_task(decisions.run(), name="decisions")
+            tasks.create_task(decisions.run(), name="decisions")
+            if by_dialplan:
                 tasks.create_task(_dialplan_ends(deps), name="dialplan-ends")
             tasks.create_task(_replay_journal(records, settings.journal.replay_seconds),
                               name="journal-replay")

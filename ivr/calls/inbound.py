@@ -51,7 +51,7 @@ from ivr.store.callbacks import Callbacks, Missed
 from ivr.store.closes_together import CloseQueue
 from ivr.store.decisions_together import DecisionQueue
 from ivr.store.durable import DurableRecords
-from ivr.store.journal import CloseEntry, OpenEntry
+from ivr.store.journal import CloseEntry, DecisionEntry, OpenEntry
 from ivr.store.opens_together import OpenQueue
 from ivr.store.receipts import ClosedCall, OpenedCall, PlannedRecording, StartedRecording
 
@@ -76,8 +76,8 @@ class CallDeps:
     manifest: Manifest
     callbacks: Callbacks
     metrics: Metrics = field(default_factory=Metrics)
-    # The dialplan flow's decisions, committed together (run by the service); without it,
-    # each is committed alone.
+    # The decisions, committed together (run by the service); without it, each is
+    # committed alone.
     decisions: DecisionQueue | None = None
     # The ARI flow's closes, committed together (run by the service); without it, each is
     # written alone.
@@ -459,14 +459,21 @@ class InboundCallRunner:
             planned = plan_recording(self.deps.settings, self.call_uuid,
                                      receipt.decision.value)
             self.recording_file = planned.file_name
+        entry = DecisionEntry(call_id=self.call_uuid, line_kind=self.line.kind.value,
+                              receipt=receipt,
+                              prompts_played=prompts_played(self.deps.manifest, receipt),
+                              recording=planned, inherited_from=None)
         try:
-            await self.deps.records.store_decision(
-                self.call_uuid, self.line.kind.value, receipt,
-                prompts_played(self.deps.manifest, receipt), planned)
+            stored = await (self.deps.decisions or self.deps.records).commit_decision(entry)
         except Exception as exc:
             log.exception("decision not stored: nothing will be recorded", extra=self.log_extra)
             self.recording_file = None
             return ev.DecisionNotStored(str(exc)[:200], now())
+        if stored is False:
+            # A decision of this call was stored before: not this one, which allows nothing.
+            log.error("the call was already decided: nothing recorded", extra=self.log_extra)
+            self.recording_file = None
+            return ev.DecisionNotStored("call already decided", now())
         log.info("decision stored", extra={**self.log_extra, "decision": receipt.decision.value,
                                            "digit": receipt.digit, "record": receipt.record})
         return ev.DecisionStored(now())

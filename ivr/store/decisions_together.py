@@ -1,10 +1,11 @@
-"""Decisions committed together (the dialplan flow). Each call's decision is committed
-before the dialplan may start its recording; under load many arrive within one commit's
-time. ``DecisionQueue`` commits the ones that arrived while the previous commits ran in a
-single statement and transaction (``OPEN_AND_DECIDE_MANY``): one round trip and one commit
-for all of them, so that PostgreSQL and the service spend less on each decision the busier
-the PBX is, and a decision waits for at most one commit before its own. With one
-decision at a time (a quiet line), it is the single statement it always was.
+"""Decisions committed together. Each call's decision is committed before its recording
+may start; under load many arrive within one commit's time. ``DecisionQueue`` commits the
+ones that arrived while the previous commits ran in a single statement and transaction
+(``DECIDE_MANY``): one round trip and one commit for all of them, so that PostgreSQL and the
+service spend less on each decision the busier the PBX is, and a decision waits for at
+most one commit before its own. With one decision at a time (a quiet line), it is the
+single statement it always was. The dialplan flow's decisions open their calls in that
+statement; the ARI flow's decide calls opened before.
 
 What each caller is told is what PostgreSQL did with its own decision: stored, found
 already stored (a report again: nothing allowed), journalled (``DurableRecords``: the
@@ -19,12 +20,7 @@ import uuid
 from typing import Any
 
 from ivr.store.journal import DecisionEntry
-from ivr.store.receipts import (
-    OPEN_AND_DECIDE_MANY,
-    CallRecords,
-    json_value,
-    opened_decided_row,
-)
+from ivr.store.receipts import DECIDE_MANY, CallRecords, decision_row, json_value
 from ivr.store.together import CommitQueue
 
 log = logging.getLogger(__name__)
@@ -32,25 +28,21 @@ log = logging.getLogger(__name__)
 
 def _rows(entries: list[DecisionEntry]) -> str:
     """The decisions as one JSON array (one parameter, however many they are)."""
-    rows = []
-    for entry in entries:
-        if entry.call is None:
-            raise ValueError("a decision committed together opens its own call")
-        rows.append(opened_decided_row(entry.call_id, entry.line_kind, entry.receipt,
-                                       entry.prompts_played, entry.recording,
-                                       entry.inherited_from, entry.call))
-    return json.dumps(rows, default=json_value)
+    return json.dumps([decision_row(entry.call_id, entry.line_kind, entry.receipt,
+                                    entry.prompts_played, entry.recording,
+                                    entry.inherited_from, entry.call) for entry in entries],
+                      default=json_value)
 
 
-async def open_and_decide_many(records: CallRecords,
-                               entries: list[DecisionEntry]) -> set[uuid.UUID]:
-    """Commit the calls and their decisions in one statement; the ids of the calls it
-    stored (a call PostgreSQL held already is not among them). All or nothing."""
+async def decide_many(records: CallRecords, entries: list[DecisionEntry]) -> set[uuid.UUID]:
+    """Commit the decisions (and the calls they open) in one statement; the ids of the
+    calls whose decision it stored (a call PostgreSQL held already, or whose decision it
+    held, is not among them). All or nothing."""
     if not entries:
         return set()
     parameters = {"calls": _rows(entries), "node": records.node}
     async with records.db.autocommit.connect() as connection:
-        result: Any = await connection.exec_driver_sql(OPEN_AND_DECIDE_MANY, parameters)
+        result: Any = await connection.exec_driver_sql(DECIDE_MANY, parameters)
         return {row[0] for row in result.all()}
 
 
@@ -58,13 +50,14 @@ Outcome = bool | None | BaseException
 
 
 class DecisionQueue(CommitQueue[DecisionEntry]):
-    """The dialplan flow's decisions, committed by ``run`` (a task of the service's
-    TaskGroup): those that arrive while a commit runs go in the next one, together
-    (``store``: ``DurableRecords.store_decisions``, PostgreSQL, else the journal)."""
+    """Decisions, committed by ``run`` (a task of the service's TaskGroup): those that
+    arrive while a commit runs go in the next one, together (``store``:
+    ``DurableRecords.store_decisions``, PostgreSQL, else the journal)."""
 
     async def commit_decision(self, entry: DecisionEntry) -> bool | None:
-        """What became of this decision: ``True`` stored, ``False`` the call was stored
-        already (nothing of this decision is), ``None`` journalled; raises when nothing was
-        stored. Cancelled, the decision may still be committed (the end note finds it)."""
+        """What became of this decision: ``True`` stored, ``False`` the call (or its
+        decision) was stored already: nothing of this decision is, ``None`` journalled;
+        raises when nothing was stored. Cancelled, the decision may still be committed
+        (the end note finds it)."""
         stored: bool | None = await self.submit(entry)
         return stored

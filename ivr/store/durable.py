@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from ivr.flow.commands import Receipt
 from ivr.store.callbacks import Callbacks, Missed
-from ivr.store.decisions_together import Outcome, open_and_decide_many
+from ivr.store.decisions_together import Outcome, decide_many
 from ivr.store.journal import (
     CloseEntry,
     CloseOrphanEntry,
@@ -112,8 +112,8 @@ class DurableRecords:
                              recording: PlannedRecording | None,
                              inherited_from: uuid.UUID | None = None,
                              call: OpenedCall | None = None) -> bool | None:
-        """With ``call``: ``False`` when PostgreSQL already held the call (nothing stored),
-        ``None`` when the decision waits in the journal."""
+        """``False`` when PostgreSQL already held the call or its decision (nothing
+        stored), ``None`` when the decision waits in the journal."""
         return await self.commit_decision(DecisionEntry(
             call_id=call_id, line_kind=line_kind, receipt=receipt,
             prompts_played=prompts_played, recording=recording,
@@ -124,10 +124,10 @@ class DurableRecords:
         return stored if isinstance(stored, bool) else None
 
     async def store_decisions(self, entries: list[DecisionEntry]) -> list[Outcome]:
-        """Many dialplan-flow decisions (each opening its call) in one statement, what
+        """Many decisions (the dialplan flow's each opening its call) in one statement, what
         became of each (``store_decision``'s answers, or the error that stored nothing)."""
         async def together(entries: list[DecisionEntry]) -> list[Outcome]:
-            stored = await open_and_decide_many(self.records, entries)
+            stored = await decide_many(self.records, entries)
             return [entry.call_id in stored for entry in entries]
 
         return await self._one_statement("decisions", entries, together, self._outcome,

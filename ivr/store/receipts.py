@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -50,34 +49,15 @@ ON CONFLICT (channel_id) DO NOTHING
 RETURNING id
 """
 
-# The decision, the recording it allows (if any) and the call's state, all or nothing; a
-# decision already stored (a replay) inserts nothing, so nothing else happens either.
-STORE_DECISION = """
-WITH decision AS (
-    INSERT INTO decisions (id, call_id, decision, line_kind, digit, digit_at, prompts_played,
-                           notice_started_at, notice_ended_at, question_started_at,
-                           decided_at, inherited_from_call_id)
-    VALUES (%(decision_id)s, %(call_id)s, %(decision)s, %(line_kind)s, %(digit)s,
-            %(digit_at)s, %(prompts_played)s, %(notice_started_at)s, %(notice_ended_at)s,
-            %(question_started_at)s, %(decided_at)s, %(inherited_from)s)
-    ON CONFLICT (call_id) DO NOTHING
-    RETURNING call_id, notice_ended_at
-), recording AS (
-    INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
-    SELECT %(recording_id)s, call_id, %(basis)s, %(file_name)s, %(recording_started_at)s,
-           %(expires_at)s
-    FROM decision WHERE %(recording)s
-)
-UPDATE calls SET state = 'decided', notice_completed = decision.notice_ended_at IS NOT NULL
-FROM decision WHERE calls.id = decision.call_id
-"""
-
-# The dialplan flow's calls, opened already decided, each with its decision and the
-# recording it allows, in one statement (one call, or many committed together: the
-# decision's row refers to a call inserted by the same statement; the foreign key is
-# checked at its end) A call already in
-# PostgreSQL (a replay) inserts nothing, and its id is not returned.
-OPEN_AND_DECIDE_MANY = """
+# Decisions, each with the recording it allows, in one statement (one, or many committed
+# together), all or nothing. A row with the call's own fields (the dialplan flow, whose
+# call is first known with its decision) opens its call, already decided: the decision's
+# row refers to a call inserted by the same statement (the foreign key is checked at its
+# end); a call PostgreSQL holds already (a report again) stores nothing of that row. A row
+# without them (the ARI flow, a callback) decides a call opened before, and moves it to
+# ``decided``; a call whose decision is stored already (a replay) gets nothing more. The
+# ids of the calls whose decision this statement stored.
+DECIDE_MANY = """
 WITH v AS (
     SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb)
     AS v(call_id uuid, channel_id text, linkedid text, dialled text, caller text,
@@ -94,7 +74,7 @@ WITH v AS (
     SELECT call_id, channel_id, linkedid, 'inbound', dialled, caller, caller_withheld,
            caller_raw, line_name, call_line_kind, started_at, 'decided', %(node)s,
            notice_ended_at IS NOT NULL
-    FROM v
+    FROM v WHERE channel_id IS NOT NULL
     ON CONFLICT (channel_id) DO NOTHING
     RETURNING id
 ), decision AS (
@@ -104,30 +84,33 @@ WITH v AS (
     SELECT v.decision_id, v.call_id, v.decision, v.line_kind, v.digit, v.digit_at,
            v.prompts_played, v.notice_started_at, v.notice_ended_at, v.question_started_at,
            v.decided_at, v.inherited_from
-    FROM v JOIN call ON call.id = v.call_id
-    RETURNING call_id
+    FROM v LEFT JOIN call ON call.id = v.call_id
+    WHERE v.channel_id IS NULL OR call.id IS NOT NULL
+    ON CONFLICT (call_id) DO NOTHING
+    RETURNING call_id, notice_ended_at
 ), recording AS (
     INSERT INTO recordings (id, call_id, basis, file_name, started_at, expires_at)
     SELECT v.recording_id, v.call_id, v.basis, v.file_name, v.recording_started_at,
            v.expires_at
     FROM v JOIN decision ON decision.call_id = v.call_id
     WHERE v.file_name IS NOT NULL
+), decided AS (
+    UPDATE calls SET state = 'decided', notice_completed = decision.notice_ended_at IS NOT NULL
+    FROM decision JOIN v ON v.call_id = decision.call_id
+    WHERE calls.id = decision.call_id AND v.channel_id IS NULL
 )
 SELECT call_id FROM decision
 """
 
 
-def opened_decided_row(call_id: uuid.UUID, line_kind: str, receipt: Receipt,
-                       prompts_played: list[dict[str, Any]],
-                       recording: PlannedRecording | None, inherited_from: uuid.UUID | None,
-                       call: OpenedCall) -> dict[str, Any]:
-    """One call's row of ``OPEN_AND_DECIDE_MANY`` (``json_value`` writes it)."""
-    return {
-        "call_id": call_id, "channel_id": call.channel_id, "linkedid": call.linkedid,
-        "dialled": call.dialled, "caller": call.caller,
-        "caller_withheld": call.caller_withheld, "caller_raw": call.caller_raw,
-        "line_name": call.line_name, "call_line_kind": call.line_kind,
-        "started_at": call.started_at, "decision_id": uuid.uuid4(),
+def decision_row(call_id: uuid.UUID, line_kind: str, receipt: Receipt,
+                 prompts_played: list[dict[str, Any]], recording: PlannedRecording | None,
+                 inherited_from: uuid.UUID | None, call: OpenedCall | None = None
+                 ) -> dict[str, Any]:
+    """One decision's row of ``DECIDE_MANY`` (``json_value`` writes it); with ``call``,
+    the fields that open it."""
+    row: dict[str, Any] = {
+        "call_id": call_id, "decision_id": uuid.uuid4(),
         "decision": receipt.decision.value, "line_kind": line_kind,
         "digit": receipt.digit, "digit_at": receipt.digit_at,
         "prompts_played": prompts_played,
@@ -140,6 +123,14 @@ def opened_decided_row(call_id: uuid.UUID, line_kind: str, receipt: Receipt,
         "file_name": recording.file_name if recording else None,
         "recording_started_at": recording.started_at if recording else None,
         "expires_at": recording.expires_at if recording else None}
+    if call is not None:
+        if call.id != call_id:
+            raise ValueError("the call opened is not the call decided")
+        row.update(channel_id=call.channel_id, linkedid=call.linkedid, dialled=call.dialled,
+                   caller=call.caller, caller_withheld=call.caller_withheld,
+                   caller_raw=call.caller_raw, line_name=call.line_name,
+                   call_line_kind=call.line_kind, started_at=call.started_at)
+    return row
 
 
 def json_value(value: object) -> str:
@@ -293,40 +284,18 @@ class CallRecords:
                              prompts_played: list[dict[str, Any]],
                              recording: PlannedRecording | None,
                              inherited_from: uuid.UUID | None = None,
-                             call: OpenedCall | None = None) -> bool | None:
+                             call: OpenedCall | None = None) -> bool:
         """Commit the receipt (and the recording it allows) in one statement, so in one
         transaction. A callback's receipt names the call whose decision it inherits (rule
-        5). A call's decision is stored once: storing it again (a journal replay) changes
-        nothing. With ``call``: the call is opened by the same statement (the dialplan
-        flow, whose call is first known with its decision); then it says whether this
-        statement stored it (``False``: the call was there already, and what it holds is
-        not this decision's)."""
-        if call is not None:
-            if call.id != call_id:
-                raise ValueError("the call opened is not the call decided")
-            row = opened_decided_row(call_id, line_kind, receipt, prompts_played, recording,
-                                     inherited_from, call)
-            async with self.db.autocommit.connect() as connection:
-                result: Any = await connection.exec_driver_sql(OPEN_AND_DECIDE_MANY, {
-                    "calls": json.dumps([row], default=json_value), "node": self.node})
-                return bool(result.all())
-        parameters = {
-            "decision_id": uuid.uuid4(), "call_id": call_id,
-            "decision": receipt.decision.value, "line_kind": line_kind,
-            "digit": receipt.digit, "digit_at": receipt.digit_at,
-            "prompts_played": Jsonb(prompts_played),
-            "notice_started_at": receipt.notice_started_at,
-            "notice_ended_at": receipt.notice_ended_at,
-            "question_started_at": receipt.question_started_at,
-            "decided_at": receipt.decided_at, "inherited_from": inherited_from,
-            "recording": recording is not None, "recording_id": uuid.uuid4(),
-            "basis": recording.basis if recording else None,
-            "file_name": recording.file_name if recording else None,
-            "recording_started_at": recording.started_at if recording else None,
-            "expires_at": recording.expires_at if recording else None}
+        5). With ``call``: the call is opened by the same statement (the dialplan flow,
+        whose call is first known with its decision). ``False``: nothing of this decision
+        was stored (the call was there already, or its decision was: a replay)."""
+        row = decision_row(call_id, line_kind, receipt, prompts_played, recording,
+                           inherited_from, call)
         async with self.db.autocommit.connect() as connection:
-            await connection.exec_driver_sql(STORE_DECISION, parameters)
-            return None
+            result: Any = await connection.exec_driver_sql(DECIDE_MANY, {
+                "calls": json.dumps([row], default=json_value), "node": self.node})
+            return bool(result.all())
 
     def _call_parameters(self, call: OpenedCall, direction: str) -> dict[str, Any]:
         return {"channel_id": call.channel_id, "linkedid": call.linkedid,

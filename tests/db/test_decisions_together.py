@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ from ivr.calls.inbound import CallDeps
 from ivr.flow.commands import Decision as Decided
 from ivr.store.audit import AuditLog
 from ivr.store.database import Database
-from ivr.store.decisions_together import DecisionQueue, open_and_decide_many
+from ivr.store.decisions_together import DecisionQueue, decide_many
 from ivr.store.durable import DurableRecords
 from ivr.store.journal import DecisionEntry, Journal
 from ivr.store.models import Call, Decision, Recording
-from ivr.store.receipts import CallRecords
+from ivr.store.receipts import CallRecords, OpenedCall, PlannedRecording
 
 from .conftest import OwnDatabase
 from .test_dialplan_calls import (
@@ -41,6 +42,8 @@ from .test_dialplan_calls import (
     stored,
     unreachable_database,
 )
+from .test_journal import T0, a_call
+from .test_journal import consent as journal_consent
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +129,9 @@ async def test_the_statement_returns_only_the_calls_it_stored(
     entries = [await entry_of(deps, channel(), replace(CONSENT, caller=caller()))
                for _ in range(3)]
     records = deps.records.records
-    assert await open_and_decide_many(records, entries[:2]) == {e.call_id for e in entries[:2]}
-    assert await open_and_decide_many(records, entries) == {entries[2].call_id}
-    assert await open_and_decide_many(records, []) == set()
+    assert await decide_many(records, entries[:2]) == {e.call_id for e in entries[:2]}
+    assert await decide_many(records, entries) == {entries[2].call_id}
+    assert await decide_many(records, []) == set()
     async with database.session() as session:
         ids = [e.call_id for e in entries]
         assert (await session.execute(select(func.count()).select_from(Recording).where(
@@ -218,3 +221,57 @@ async def test_an_odd_caller_id_is_stored_together_as_alone(
     assert decision_row(together) == decision_row(by_itself)
     assert (together.call.caller_raw, together.call.caller_withheld) == (
         by_itself.call.caller_raw, by_itself.call.caller_withheld)
+
+
+def ari_entry(call: OpenedCall, recorded: bool) -> DecisionEntry:
+    """An ARI-flow decision: its call was opened before, as the flow opens it."""
+    receipt = journal_consent() if recorded else replace(
+        journal_consent(), decision=Decided.REFUSAL, digit="2", record=False)
+    planned = (PlannedRecording(f"{call.id}.wav", "consent", T0, T0 + timedelta(days=181))
+               if recorded else None)
+    return DecisionEntry(call_id=call.id, line_kind="service", receipt=receipt,
+                         prompts_played=[{"id": "service-notice"}], recording=planned,
+                         inherited_from=None)
+
+
+async def test_the_ari_flows_decisions_go_together_with_the_dialplans_each_as_alone(
+        deps: CallDeps, database: Database) -> None:
+    """Decisions of calls opened before (the ARI flow) and of calls they open (the dialplan
+    flow) in one statement: each call decided, its receipt, the recording consent allows;
+    the same decisions again (a replay) store nothing more and are told so."""
+    records = deps.records
+    opened = [a_call("+386" + caller()[1:]) for _ in range(2)]
+    for call in opened:
+        assert await records.open(call)
+    entries = [ari_entry(opened[0], True), ari_entry(opened[1], False),
+               await entry_of(deps, channel(), replace(CONSENT, caller=caller()))]
+    assert entries[2].call is not None
+    channels = [opened[0].channel_id, opened[1].channel_id, entries[2].call.channel_id]
+    assert await records.store_decisions(entries) == [True, True, True]
+    assert await records.store_decisions(entries) == [False, False, False]
+    for channel_id, decision, files in zip(channels, ["consent", "refusal", "consent"],
+                                           [1, 0, 1], strict=True):
+        rows = await stored(database, channel_id)
+        assert rows.call.state == "decided" and rows.call.notice_completed is True
+        assert [d.decision for d in rows.decisions] == [decision]
+        assert len(rows.recordings) == files
+
+
+async def test_an_ari_decision_of_a_call_never_stored_costs_the_others_nothing(
+        deps: CallDeps, database: Database) -> None:
+    """A decision whose call PostgreSQL does not hold fails the statement: the batch is
+    stored one by one, that caller gets an error (nothing recorded), the others their
+    decision."""
+    records = deps.records
+    opened = [a_call("+386" + caller()[1:]) for _ in range(2)]
+    for call in opened:
+        assert await records.open(call)
+    entries = [ari_entry(opened[0], True), ari_entry(a_call("+386" + caller()[1:]), True),
+               ari_entry(opened[1], True)]
+    outcomes = await records.store_decisions(entries)
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], Exception)
+    assert [len((await stored(database, c.channel_id)).recordings) for c in opened] == [1, 1]
+    async with database.session() as session:
+        assert (await session.execute(select(func.count()).select_from(Decision).where(
+            Decision.call_id == entries[1].call_id))).scalar_one() == 0

@@ -42,6 +42,7 @@ from ivr.calls.router import CallItem, CallRouter, ChannelVanished
 from ivr.flow.commands import Decision, Receipt
 from ivr.notices.catalogue import BuiltSegment, Manifest, Notice
 from ivr.settings import Settings
+from ivr.store.journal import DecisionEntry
 from ivr.store.receipts import ClosedCall, OpenedCall
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -64,12 +65,12 @@ class Store:
         self.channels.add(call.channel_id)
         return first
 
-    async def store_decision(self, call_id: Any, line_kind: str, receipt: Receipt,
-                             prompts: Any, planned: Any) -> None:
+    async def commit_decision(self, entry: DecisionEntry) -> bool:
         if self.decisions_fail:
-            self.log.append(("decision_failed", receipt))
+            self.log.append(("decision_failed", entry.receipt))
             raise OSError("database unreachable")
-        self.log.append(("store_decision", receipt))
+        self.log.append(("store_decision", entry.receipt))
+        return True
 
     async def recording_started(self, *args: Any) -> None:
         self.log.append(("recording_started", args))

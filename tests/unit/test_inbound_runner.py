@@ -113,12 +113,33 @@ async def test_a_sales_call_runs_each_command_once_in_order() -> None:
         f"/var/spool/asterisk/ivr-recordings/{call.call_uuid}.wav"), "PJSIP/trunk-1")
     # nobody answered (rule 4): the missed call and the recording's start (MixMonitor's id)
     # are written with the close, in one write
-    assert records.names() == ["open", "store_decision", "close"]
+    assert records.names() == ["open", "commit_decision", "close"]
     assert isinstance(missed := records.calls[-1][1][3], Missed)
     started = records.calls[-1][1][4]
     assert isinstance(started, StartedRecording)
     assert (started.file_name, started.mixmonitor_id) == (f"{call.call_uuid}.wav", "0xMIX")
     assert missed.call_id == call.call_uuid and missed.reason == "abandoned"
+
+
+async def test_a_call_whose_decision_was_stored_before_is_not_recorded() -> None:
+    """The store finds a decision of this call already (``False``): this one is not what
+    is stored, so it allows nothing; the caller still reaches the queue (rule 1)."""
+    call, ari, ami, records, items = runner()
+
+    async def decided_before(*args: Any) -> bool:
+        records.calls.append(("commit_decision", args))
+        return False
+
+    records.__dict__["commit_decision"] = decided_before
+    task = asyncio.create_task(call.run())
+    await notice_heard(ari, items)
+    await wait_for(ari, "continue_in_dialplan")
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
+    await asyncio.wait_for(task, 5)
+    assert ami.names() == ["queue_load"]
+    assert ("set_variable", ("1.1", "IVR_RECORDED", "no")) in ari.calls
+    assert records.names() == ["open", "commit_decision", "close"]
+    assert records.calls[-1][1][2] is None and records.calls[-1][1][4] is None
 
 
 async def test_a_sales_call_is_timed_from_the_notice_end_to_its_recording() -> None:
@@ -165,7 +186,7 @@ async def test_a_playback_that_never_finishes_counts_as_not_heard(
     items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", CHANNEL, 16))
     await asyncio.wait_for(task, 5)
     assert ami.names() == ["queue_load"]
-    assert "store_decision" not in records.names()
+    assert "commit_decision" not in records.names()
 
 
 async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes() -> None:
@@ -185,7 +206,7 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
     await asyncio.wait_for(task, 5)
     assert ari.names()[-1] == "continue_in_dialplan"
     assert ari.calls[-1][1] == ("1.1", "ivr-queues", "sales")
-    assert records.names() == ["open", "store_decision", "close"]
+    assert records.names() == ["open", "commit_decision", "close"]
     assert isinstance(records.calls[-1][1][3], Missed)
     assert ami.names() == ["mix_monitor", "queue_load"]
 
@@ -207,7 +228,7 @@ async def test_a_caller_who_left_as_the_call_was_handed_on_is_a_hang_up() -> Non
     await notice_heard(ari, items)
     await asyncio.wait_for(task, 5)
     assert "continue_in_dialplan" not in ari.names()
-    assert records.names() == ["open", "store_decision", "close"]
+    assert records.names() == ["open", "commit_decision", "close"]
     closed, missed = records.calls[-1][1][1], records.calls[-1][1][3]
     assert closed.end_reason == "channel gone"
     assert isinstance(missed, Missed) and missed.reason == "ivr_hangup"
@@ -243,10 +264,10 @@ async def test_a_recording_ami_did_not_start_is_settled_when_the_call_ends(
 
     file_name = f"{call.call_uuid}.wav"
     if row is not None:
-        assert records.names() == ["open", "store_decision", row, "close"]
+        assert records.names() == ["open", "commit_decision", row, "close"]
         assert records.calls[2][1][0] == file_name
     else:  # found started: stored with the close, in one write
-        assert records.names() == ["open", "store_decision", "close"]
+        assert records.names() == ["open", "commit_decision", "close"]
         started = records.calls[-1][1][4]
         assert (started.file_name, started.mixmonitor_id) == (file_name, FOUND_ON_DISK)
     # the close stops the recording only if it started
