@@ -1,5 +1,5 @@
-"""Writes committed together. Under load, many calls' writes of one kind (the dialplan
-flow's decisions, the ARI flow's closes) arrive within one commit's time. ``CommitQueue``
+"""Writes committed together. Under load, many calls' writes of one kind (decisions, the
+ARI flow's openings and closes) arrive within one commit's time. ``CommitQueue``
 hands the ones that arrived while the previous commits ran to one ``store`` call, which
 writes them in a few statements and one transaction: PostgreSQL and the service spend less
 on each the busier the PBX is. With one write at a time (a quiet line), it is the single

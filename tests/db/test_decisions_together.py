@@ -1,9 +1,10 @@
-"""The dialplan flow's decisions committed together (``DecisionQueue``), against a real
-PostgreSQL: many decisions at once are stored in fewer commits, each exactly as it is
-stored alone (the call, its receipt, the recording its consent allows); a call stored
-already gets nothing; PostgreSQL unreachable sends them all to the journal, and one that
-PostgreSQL refuses costs the others nothing. Rule 1's safe side: a decision the store
-did not take is never told to the dialplan as stored."""
+"""Decisions committed together (``DecisionQueue``), against a real PostgreSQL: many
+decisions at once are stored in fewer commits, each exactly as it is stored alone (the
+call, its receipt, the recording its consent allows), the ARI flow's (calls opened before)
+beside the dialplan flow's (calls opened with their decision); a call stored already, or
+a decision stored already, gets nothing; PostgreSQL unreachable sends them all to the
+journal, and one that PostgreSQL refuses costs the others nothing. Rule 1's safe side: a
+decision the store did not take is never told to the dialplan as stored."""
 
 from __future__ import annotations
 
