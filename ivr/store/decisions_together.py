@@ -14,24 +14,14 @@ outage journal holds it, fsynced) or an error (nothing stored, nothing recorded)
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from typing import Any
 
 from ivr.store.journal import DecisionEntry
-from ivr.store.receipts import DECIDE_MANY, CallRecords, decision_row, json_value
+from ivr.store.receipts import CallRecords, decision_row
 from ivr.store.together import CommitQueue
 
 log = logging.getLogger(__name__)
-
-
-def _rows(entries: list[DecisionEntry]) -> str:
-    """The decisions as one JSON array (one parameter, however many they are)."""
-    return json.dumps([decision_row(entry.call_id, entry.line_kind, entry.receipt,
-                                    entry.prompts_played, entry.recording,
-                                    entry.inherited_from, entry.call) for entry in entries],
-                      default=json_value)
 
 
 async def decide_many(records: CallRecords, entries: list[DecisionEntry]) -> set[uuid.UUID]:
@@ -40,10 +30,9 @@ async def decide_many(records: CallRecords, entries: list[DecisionEntry]) -> set
     held, is not among them). All or nothing."""
     if not entries:
         return set()
-    parameters = {"calls": _rows(entries), "node": records.node}
-    async with records.db.autocommit.connect() as connection:
-        result: Any = await connection.exec_driver_sql(DECIDE_MANY, parameters)
-        return {row[0] for row in result.all()}
+    return await records.decide([decision_row(
+        entry.call_id, entry.line_kind, entry.receipt, entry.prompts_played, entry.recording,
+        entry.inherited_from, entry.call) for entry in entries])
 
 
 Outcome = bool | None | BaseException

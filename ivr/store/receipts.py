@@ -290,12 +290,16 @@ class CallRecords:
         5). With ``call``: the call is opened by the same statement (the dialplan flow,
         whose call is first known with its decision). ``False``: nothing of this decision
         was stored (the call was there already, or its decision was: a replay)."""
-        row = decision_row(call_id, line_kind, receipt, prompts_played, recording,
-                           inherited_from, call)
+        return bool(await self.decide([decision_row(
+            call_id, line_kind, receipt, prompts_played, recording, inherited_from, call)]))
+
+    async def decide(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+        """Commit decisions (``decision_row``'s rows) in one statement, ``DECIDE_MANY``:
+        the ids of the calls whose decision it stored. All or nothing."""
         async with self.db.autocommit.connect() as connection:
             result: Any = await connection.exec_driver_sql(DECIDE_MANY, {
-                "calls": json.dumps([row], default=json_value), "node": self.node})
-            return bool(result.all())
+                "calls": json.dumps(rows, default=json_value), "node": self.node})
+            return {row[0] for row in result.all()}
 
     def _call_parameters(self, call: OpenedCall, direction: str) -> dict[str, Any]:
         return {"channel_id": call.channel_id, "linkedid": call.linkedid,
