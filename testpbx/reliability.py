@@ -13,7 +13,7 @@ from testpbx.paths import REPO
 FIGURES = REPO / "var" / "reliability"
 PAGE = REPO / "docs" / "reliability.md"
 BEGIN, END = "<!-- table: written by python -m testpbx.reliability -->", "<!-- end of table -->"
-ORDER = ("kill_during_notice", "kill_during_question", "kill_before_recording",
+ORDER = ("kill_during_notice", "kill_during_question", "kill_before_recording", "kill_in_queue",
          "kill_under_burst", "kill_during_callback", "database_outage", "asterisk_restart",
          "hostile_sip")
 HEADER = ("| Fault injected | Calls placed | Completed | Recordings without basis "

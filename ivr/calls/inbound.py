@@ -221,24 +221,29 @@ class InboundCallRunner:
                           extra=self.log_extra)
             await self.rescue()
 
-    async def follow_handed_on(self) -> None:
+    async def follow_handed_on(self, line: LineRef | None = None) -> ev.HungUp | None:
         """A caller an earlier instance left in the application, handed to the queue by
-        this one (``recovery.resolve_orphans``), is followed there as any call handed on:
-        if nobody in the call centre answers, the call is to be returned (rule 4). Its
-        record was closed at the hand-off; the missed call is stored on its own."""
-        _, self.line = opened_call(self.deps.settings, self.call_uuid, self.start.channel,
-                                   now())
+        this one, or left in the queue (``ivr/calls/recovery.py``), is followed there as
+        any call handed on: if nobody in the call centre answers, the call is to be
+        returned (rule 4), and its missed call is stored on its own. Its line is
+        ``line``, else the number the channel dialled. The caller's hang-up, or ``None``
+        once an agent answered."""
+        if line is None:
+            _, line = opened_call(self.deps.settings, self.call_uuid, self.start.channel,
+                                  now())
+        self.line = line
         self.reached_queue = True
         while True:
             event = self.translate(await self.items.get())
             if isinstance(event, ev.AgentAnswered):
                 log.info("agent answered a call handed on after a restart",
                          extra={**self.log_extra, "agent": event.agent})
-                return
+                return None
             if isinstance(event, ev.HungUp):
                 break
         if self.line is not None:
             await self.record_missed(await self.missed(event.at))
+        return event
 
     async def rescue(self) -> None:
         """An error the flow did not expect (ARI or the database failing mid-call): the

@@ -6,6 +6,10 @@ lost connection) left behind is resolved on the safe side.
   already running goes on (it has its basis). Its record is closed at the hand-off; the
   caller is followed in the queue, and if nobody answers, their missed call is stored
   (rule 4) as any other's.
+- A caller an earlier instance handed to the queue, still waiting there, is followed from
+  then on: when they leave, their record is closed, and if nobody answered, their missed
+  call is stored (rule 4). One an agent answered before the restart is closed by the sweep
+  once the call ends, with no missed call.
 - A call of this node that an earlier instance left open, whose channel is gone, is closed
   with what is known; a callback attempt it belonged to ends as ``interrupted``. A call
   whose end the dialplan noted is left to that note (``dialplan_notice``), which knows more.
@@ -27,6 +31,7 @@ from ivr.asterisk.ari_events import Channel, StasisStart
 from ivr.calls.dialplan_notice import NOTE_SUFFIX
 from ivr.calls.inbound import FOUND_ON_DISK, InboundCallRunner, opened_call
 from ivr.calls.router import CallItems, ChannelVanished
+from ivr.policy.lines import LineRef
 from ivr.policy.numbers import to_e164
 from ivr.store.receipts import StaleCall
 
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RESTART_REASON = "service restarted: continued unrecorded"
 ENDED_UNFOLLOWED = "ended while no service instance followed it"
+LEFT_IN_QUEUE = "left the queue, followed there after a service restart"
 
 
 async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -> int:
@@ -86,8 +92,74 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -
                           extra={"call": channel.id})
         log.warning("channel left in the application resolved: continued unrecorded",
                     extra={"call": channel.id, "context": context})
+    resolved += adopt_waiting(deps, router, channels, stale)
     await close_ended(deps, present, list(stale.values()))
     return resolved
+
+
+def adopt_waiting(deps: CallDeps, router: CallRouter, channels: list[Channel],
+                  stale: dict[str, StaleCall]) -> int:
+    """Callers an earlier instance handed to their queue, still there: followed from now
+    on as if this instance had handed them on, so that a caller nobody answers is
+    returned (rule 4). Left alone: a caller an agent answered before the restart (closed
+    by the sweep once the channel ends: no missed call) and a call the dialplan flow took
+    (its hangup handler notes its end, which says more)."""
+    settings = deps.settings
+    queues: dict[str, LineRef] = {}
+    for line in settings.lines:
+        queues.setdefault(line.queue, line.ref())
+    adopted = 0
+    for channel in channels:
+        call = stale.get(channel.id)
+        if (call is None or call.direction != "inbound" or router.has(channel.id)
+                or channel.app_name.lower() == "stasis"
+                or channel.context != settings.dialplan.queue_context):
+            continue
+        waits_in = queues.get(channel.exten)
+        if waits_in is not None:
+            router.follow(channel.id, _waiting(deps, channel, call, waits_in))
+            adopted += 1
+    return adopted
+
+
+def _waiting(deps: CallDeps, channel: Channel, call: StaleCall,
+             line: LineRef) -> Callable[[CallItems], Awaitable[None]]:
+    """The task that follows a caller found waiting in the queue; its record is closed
+    when the caller leaves, with the missed call first if nobody answered."""
+    async def follow(items: CallItems) -> None:
+        ari = deps.ari
+        extra = {"call": channel.id, "call_id": str(call.id)}
+        try:
+            if await ari.get_variable(channel.id, "IVR_DIALLED"):
+                return  # the dialplan flow's call: the note of its end closes it
+            await ari.subscribe_channel(channel.id)
+            # Queue() sets it just before the caller meets the agent (setinterfacevar);
+            # an agent who answers from now on is reported (followed since the line above)
+            agent = await ari.get_variable(channel.id, "MEMBERNAME")
+            await settle_recording(deps, call, channel_present=True)
+        except Exception as exc:  # ARI (the caller gone meanwhile) or PostgreSQL
+            log.warning("caller left in the queue not followed (the sweep closes the "
+                        "call): %s", str(exc)[:200], extra=extra)
+            return
+        if agent:
+            log.info("caller left in the queue had an agent before the restart",
+                     extra={**extra, "agent": agent})
+            return
+        log.warning("caller left in the queue by an earlier instance followed",
+                    extra={**extra, "queue": line.queue})
+        start = StasisStart("StasisStart", None, deps.settings.ari.app, channel, (), None)
+        runner = InboundCallRunner(deps, start, items)
+        runner.call_uuid = call.id
+        hung_up = await runner.follow_handed_on(line)
+        if hung_up is None:
+            return
+        try:
+            await deps.records.close_orphan(channel.id, LEFT_IN_QUEUE, hung_up.at)
+        except Exception:
+            log.exception("could not close the call of a caller followed in the queue",
+                          extra=extra)
+
+    return follow
 
 
 def _in_queue(deps: CallDeps, channel: Channel,

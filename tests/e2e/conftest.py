@@ -109,16 +109,17 @@ class ServiceUnderTest:
         raise AssertionError(f"no {message!r} in the service log:\n"
                              f"{self.log.read_text(errors='replace')[-4000:]}")
 
-    async def all_call_records(self, wait: float = 60.0) -> list[dict[str, Any]]:
+    async def all_call_records(self, wait: float = 60.0,
+                               count: int = 1) -> list[dict[str, Any]]:
         """Every stored call with its decision and recording (None where there is none),
-        once every call is closed."""
+        once at least ``count`` are stored and every one is closed."""
         deadline = time.monotonic() + wait
         engine = create_async_engine(self.database_url, poolclass=pool.NullPool)
         try:
             while True:
                 async with engine.connect() as conn:
                     rows = [dict(r) for r in (await conn.execute(text(RECORDS_SQL))).mappings()]
-                if rows and all(r["ended_at"] is not None for r in rows):
+                if len(rows) >= count and all(r["ended_at"] is not None for r in rows):
                     return rows
                 if time.monotonic() > deadline:
                     open_calls = [r["channel_id"] for r in rows if r["ended_at"] is None]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ivr.calls.recovery import ENDED_UNFOLLOWED, RESTART_REASON
+from ivr.calls.recovery import ENDED_UNFOLLOWED, LEFT_IN_QUEUE, RESTART_REASON
 from testpbx.asterisk import AGENT_PASSWORD, CUSTOMER_PORT
 from testpbx.sipp import Pause, Press, Sipp
 
@@ -54,6 +54,47 @@ async def test_a_call_left_by_a_killed_service_is_resolved_unrecorded(
                                            "status": "open", "notice_required": True}
     FaultFigures("kill -9 during the notice; caller stays", 1, 1, 0, 0,
                  round(recovered, 1)).write("kill_during_notice")
+
+
+async def test_killed_while_the_caller_waits_in_the_queue(
+        service_runner: Any, sipp: Sipp, tmp_path: Path) -> None:
+    """A caller consents, is recorded and handed to the queue; the service dies while they
+    wait there. The next instance finds them in the queue and follows them from then on:
+    nobody answers before they hang up, so the call is to be returned (rule 4). Its missed
+    call is stored with a callback that inherits the consent (no notice again), the call is
+    closed when the caller left, and its recording, which had its basis, is kept and marked
+    stopped then."""
+    since = time.time()
+    async with service_runner.database() as url:
+        async with service_runner.run(url, tmp_path / "first.log") as first:
+            call = asyncio.create_task(sipp.call("040404040", caller="031000721",
+                                                 actions=(Pause(3800), Press("1")),
+                                                 hold_ms=14000))
+            await first.wait_for_log("call handed to the queue")
+            died = killed(first)
+        async with service_runner.run(url, tmp_path / "second.log") as second:
+            followed = await second.wait_for_log(
+                "caller left in the queue by an earlier instance followed")
+            recovered = time.monotonic() - died
+            assert (await call).ok
+            missed = await second.wait_for_log("missed call")
+            record = await stored(second, "031000721")
+            (stored_missed,) = await second.query(
+                "SELECT m.reason, m.caller, b.status, b.notice_required FROM missed_calls m "
+                "JOIN callbacks b ON b.id = m.callback_id WHERE m.call_id = :id",
+                {"id": record["id"]})
+            unbased = await recordings_without_basis(second, since)
+    assert followed["call_id"] == record["id"] == missed["call_id"]
+    assert missed["reason"] == "abandoned"
+    assert dict(stored_missed) == {"reason": "abandoned", "caller": "+38631000721",
+                                   "status": "open", "notice_required": False}
+    assert (record["state"], record["end_reason"]) == ("recovered", LEFT_IN_QUEUE)
+    assert record["decision"] == "consent"
+    assert record["mixmonitor_id"] and record["stopped_at"] == record["ended_at"]
+    assert (second.recordings / record["file_name"]).stat().st_size > 0
+    assert unbased == []
+    FaultFigures("kill -9 while the caller waits in the queue", 1, 1, 0, 0,
+                 round(recovered, 1)).write("kill_in_queue")
 
 
 RECORD_SQL = """
@@ -211,7 +252,10 @@ async def test_killed_under_a_burst_of_calls_in_every_phase(
                 "channel left in the application resolved: continued unrecorded")
             recovered = time.monotonic() - died
             results = await asyncio.gather(*calls)
-            records = {r["caller_raw"]: r for r in await second.all_call_records(wait=60)}
+            # all twelve: those placed while no instance ran are recorded from the notes
+            # of their ends, which must not be left to whichever service runs next here
+            records = {r["caller_raw"]: r
+                       for r in await second.all_call_records(wait=60, count=12)}
             unbased = await recordings_without_basis(second, since)
     assert all(r.ok for r in results), [r.errors() for r in results if not r.ok]
     wrong = [f"0310030{i:02d}" for i in range(12) if f"0310030{i:02d}" in records
