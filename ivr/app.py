@@ -108,8 +108,8 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
             since = datetime.now(UTC)
             tasks.create_task(_events(deps, router, stop, since, metrics, ari_connected),
                               name="ari-events")
-            tasks.create_task(_sweep(deps, settings.jobs.sweep_seconds, since, not by_dialplan),
-                              name="sweep")
+            tasks.create_task(_sweep(deps, router, settings.jobs.sweep_seconds, since,
+                                     not by_dialplan), name="sweep")
             tasks.create_task(closes.run(), name="closes")
             tasks.create_task(opens.run(), name="opens")
             tasks.create_task(decisions.run(), name="decisions")
@@ -245,7 +245,8 @@ async def _replay_journal(records: DurableRecords, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _sweep(deps: CallDeps, interval: int, since: datetime, ends: bool) -> None:
+async def _sweep(deps: CallDeps, router: CallRouter, interval: int, since: datetime,
+                 ends: bool) -> None:
     """Calls an earlier instance left open are closed once their channels end; calls the
     dialplan took while no instance ran are recorded (and returned: rule 4); with
     ``ends``, so are the ends of calls the dialplan played the notice to (left from a time
@@ -254,7 +255,7 @@ async def _sweep(deps: CallDeps, interval: int, since: datetime, ends: bool) -> 
     while True:
         await asyncio.sleep(interval)
         try:
-            await sweep(deps, since)
+            await sweep(deps, router, since)
         except Exception as exc:
             log.warning("sweep of calls left open failed: %s", exc)
         try:

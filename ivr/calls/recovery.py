@@ -93,7 +93,8 @@ async def resolve_orphans(deps: CallDeps, router: CallRouter, since: datetime) -
         log.warning("channel left in the application resolved: continued unrecorded",
                     extra={"call": channel.id, "context": context})
     resolved += adopt_waiting(deps, router, channels, stale)
-    await close_ended(deps, present, list(stale.values()))
+    # a followed call whose channel went meanwhile is closed by its task (told above)
+    await close_ended(deps, present | set(router.channel_ids()), list(stale.values()))
     return resolved
 
 
@@ -174,14 +175,16 @@ def _in_queue(deps: CallDeps, channel: Channel,
     return follow
 
 
-async def sweep(deps: CallDeps, since: datetime) -> int:
+async def sweep(deps: CallDeps, router: CallRouter, since: datetime) -> int:
     """Close the calls earlier instances left open whose channels have ended since (a
-    callback the agent and customer finished while no instance followed it)."""
+    callback the agent and customer finished while no instance followed it). A call this
+    instance follows (a caller found waiting in the queue) is closed by its task, which
+    knows how it ended."""
     stale = await _stale(deps, since)
     if not stale:
         return 0
     present = {channel.id for channel in await deps.ari.channels()}
-    return await close_ended(deps, present, list(stale.values()))
+    return await close_ended(deps, present | set(router.channel_ids()), list(stale.values()))
 
 
 async def close_ended(deps: CallDeps, present: set[str], stale: list[StaleCall]) -> int:

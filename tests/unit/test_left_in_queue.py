@@ -13,7 +13,7 @@ from typing import Any
 from ivr.asterisk.ami import AgentConnected
 from ivr.asterisk.ari_events import Channel, ChannelHangupRequest, ChannelUserevent
 from ivr.calls.inbound import QUEUE_EVENT, CallDeps
-from ivr.calls.recovery import LEFT_IN_QUEUE, adopt_waiting
+from ivr.calls.recovery import ENDED_UNFOLLOWED, LEFT_IN_QUEUE, adopt_waiting, sweep
 from ivr.calls.router import CallItem, CallItems
 from ivr.settings import Settings
 from ivr.store.receipts import StaleCall
@@ -37,8 +37,10 @@ def stale(channel_id: str, direction: str = "inbound") -> StaleCall:
 class Stand:
     """ARI, AMI and the store at once: every call is noted; ARI's variables are given."""
 
-    def __init__(self, variables: dict[str, str] | None = None) -> None:
+    def __init__(self, variables: dict[str, str] | None = None,
+                 left_open: list[StaleCall] | None = None) -> None:
         self.variables = variables or {}
+        self.left_open = left_open or []
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -48,6 +50,10 @@ class Stand:
                 return self.variables.get(args[1])
             if name == "queue_load":
                 return (1, 1)
+            if name == "stale_calls":
+                return self.left_open
+            if name == "channels":
+                return []  # every channel gone
             return None
         return record
 
@@ -62,6 +68,9 @@ class Router:
 
     def has(self, channel_id: str) -> bool:
         return channel_id in self.owned
+
+    def channel_ids(self) -> list[str]:
+        return list(self.owned)
 
     def follow(self, channel_id: str, work: Callable[[CallItems], Awaitable[None]]) -> None:
         self.followed[channel_id] = work
@@ -129,3 +138,13 @@ async def test_a_caller_an_agent_answered_before_the_restart_is_left_to_the_swee
 async def test_a_call_the_dialplan_notes_the_end_of_is_left_to_its_note() -> None:
     _, stand = await follow(Stand({"IVR_DIALLED": "+38640404040"}), hung_up())
     assert stand.names() == ["get_variable"]
+
+
+async def test_the_sweep_leaves_a_followed_caller_to_the_task_that_follows_them() -> None:
+    """Their channel gone, a followed caller's call is closed by its task (which stores the
+    missed call first and knows when they left), not as one nobody followed."""
+    stand = Stand(left_open=[stale("followed"), stale("nobody-follows")])
+    assert await sweep(deps(stand), Router(owned=("followed",)), T0) == 1  # type: ignore[arg-type]
+    closed = [args for name, args in stand.calls if name == "close_orphan"]
+    assert [(channel_id, reason) for channel_id, reason, _ in closed] == [
+        ("nobody-follows", ENDED_UNFOLLOWED)]
