@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +28,22 @@ async def test_a_call_left_by_a_killed_service_is_resolved_unrecorded(
     without recording: no consent is stored, so nothing may be recorded. It follows the
     caller there: nobody answers before they hang up, so the call is to be returned
     (rule 4): its missed call is stored, with a callback that plays the notice."""
-    async with service_runner.database() as url:
-        async with service_runner.run(url, tmp_path / "first.log") as first:
-            call = asyncio.create_task(sipp.call("040404040", caller="031000702",
-                                                 actions=(Pause(4000), Press("1")),
-                                                 hold_ms=6000))
-            await first.wait_for_log("call entered the application")
-            died = killed(first)
-        async with service_runner.run(url, tmp_path / "second.log") as second:
-            await second.wait_for_log(
-                "channel left in the application resolved: continued unrecorded")
-            recovered = time.monotonic() - died
-            assert (await call).ok
-            records = await second.all_call_records()
-            (record,) = [r for r in records if r["caller_raw"] == "031000702"]
-            assert record["decision"] is None and record["file_name"] is None
-            assert not list(second.recordings.glob(f"{record['id']}*"))
-            assert record["end_reason"] == "service restarted: continued unrecorded"
-            missed = await second.wait_for_log("missed call")
-            assert missed["call_id"] == str(record["id"]) and missed["reason"] == "abandoned"
-            (stored_missed,) = await second.query(
-                "SELECT m.reason, m.caller, b.status, b.notice_required FROM missed_calls m "
-                "JOIN callbacks b ON b.id = m.callback_id WHERE m.call_id = :id",
-                {"id": record["id"]})
-            # no decision was heard: the callback is to play the notice
-            assert dict(stored_missed) == {"reason": "abandoned", "caller": "+38631000702",
-                                           "status": "open", "notice_required": True}
+    placed = sipp.call("040404040", caller="031000702", actions=(Pause(4000), Press("1")),
+                       hold_ms=6000)
+    async with killed_and_restarted(service_runner, tmp_path, placed,
+                                    "call entered the application", RESOLVED) as (
+            second, recovered, _):
+        records = await second.all_call_records()
+        (record,) = [r for r in records if r["caller_raw"] == "031000702"]
+        assert record["decision"] is None and record["file_name"] is None
+        assert not list(second.recordings.glob(f"{record['id']}*"))
+        assert record["end_reason"] == "service restarted: continued unrecorded"
+        missed = await second.wait_for_log("missed call")
+        assert missed["call_id"] == str(record["id"]) and missed["reason"] == "abandoned"
+        stored_missed = await missed_with_callback(second, record["id"])
+        # no decision was heard: the callback is to play the notice
+        assert stored_missed == {"reason": "abandoned", "caller": "+38631000702",
+                                 "status": "open", "notice_required": True}
     FaultFigures("kill -9 during the notice; caller stays", 1, 1, 0, 0,
                  round(recovered, 1)).write("kill_during_notice")
 
@@ -65,29 +57,19 @@ async def test_killed_while_the_caller_waits_in_the_queue(
     closed when the caller left, and its recording, which had its basis, is kept and marked
     stopped then."""
     since = time.time()
-    async with service_runner.database() as url:
-        async with service_runner.run(url, tmp_path / "first.log") as first:
-            call = asyncio.create_task(sipp.call("040404040", caller="031000721",
-                                                 actions=(Pause(3800), Press("1")),
-                                                 hold_ms=14000))
-            await first.wait_for_log("call handed to the queue")
-            died = killed(first)
-        async with service_runner.run(url, tmp_path / "second.log") as second:
-            followed = await second.wait_for_log(
-                "caller left in the queue by an earlier instance followed")
-            recovered = time.monotonic() - died
-            assert (await call).ok
-            missed = await second.wait_for_log("missed call")
-            record = await stored(second, "031000721")
-            (stored_missed,) = await second.query(
-                "SELECT m.reason, m.caller, b.status, b.notice_required FROM missed_calls m "
-                "JOIN callbacks b ON b.id = m.callback_id WHERE m.call_id = :id",
-                {"id": record["id"]})
-            unbased = await recordings_without_basis(second, since)
+    placed = sipp.call("040404040", caller="031000721", actions=(Pause(3800), Press("1")),
+                       hold_ms=14000)
+    async with killed_and_restarted(service_runner, tmp_path, placed,
+                                    "call handed to the queue", FOLLOWED) as (
+            second, recovered, followed):
+        missed = await second.wait_for_log("missed call")
+        record = await stored(second, "031000721")
+        stored_missed = await missed_with_callback(second, record["id"])
+        unbased = await recordings_without_basis(second, since)
     assert followed["call_id"] == record["id"] == missed["call_id"]
     assert missed["reason"] == "abandoned"
-    assert dict(stored_missed) == {"reason": "abandoned", "caller": "+38631000721",
-                                   "status": "open", "notice_required": False}
+    assert stored_missed == {"reason": "abandoned", "caller": "+38631000721",
+                             "status": "open", "notice_required": False}
     assert (record["state"], record["end_reason"]) == ("recovered", LEFT_IN_QUEUE)
     assert record["decision"] == "consent"
     assert record["mixmonitor_id"] and record["stopped_at"] == record["ended_at"]
@@ -95,6 +77,14 @@ async def test_killed_while_the_caller_waits_in_the_queue(
     assert unbased == []
     FaultFigures("kill -9 while the caller waits in the queue", 1, 1, 0, 0,
                  round(recovered, 1)).write("kill_in_queue")
+
+
+async def missed_with_callback(service: Any, call_id: object) -> dict[str, Any]:
+    """The call's missed call and the callback it joined."""
+    (row,) = await service.query(
+        "SELECT m.reason, m.caller, b.status, b.notice_required FROM missed_calls m "
+        "JOIN callbacks b ON b.id = m.callback_id WHERE m.call_id = :id", {"id": call_id})
+    return dict(row)
 
 
 RECORD_SQL = """
@@ -108,6 +98,29 @@ WHERE c.caller_raw = :caller
 async def stored(service: Any, caller: str) -> dict[str, Any]:
     (record,) = await service.query(RECORD_SQL, {"caller": caller})
     return dict(record)
+
+
+RESOLVED = "channel left in the application resolved: continued unrecorded"
+FOLLOWED = "caller left in the queue by an earlier instance followed"
+
+
+@asynccontextmanager
+async def killed_and_restarted(service_runner: Any, tmp_path: Path,
+                               placed: Coroutine[Any, Any, Any], kill_at: str,
+                               resolved: str) -> AsyncIterator[tuple[Any, float, dict[str, Any]]]:
+    """On a database of its own, the call ``placed`` runs while the service is killed once
+    its log says ``kill_at``. Given: the next instance once its log says ``resolved``, the
+    seconds from the death to that, and that entry; the call has completed."""
+    async with service_runner.database() as url:
+        async with service_runner.run(url, tmp_path / "first.log") as first:
+            call = asyncio.create_task(placed)
+            await first.wait_for_log(kill_at)
+            died = killed(first)
+        async with service_runner.run(url, tmp_path / "second.log") as second:
+            entry = await second.wait_for_log(resolved)
+            recovered = time.monotonic() - died
+            assert (await call).ok
+            yield second, recovered, entry
 
 
 def killed(service: Any) -> float:
@@ -159,8 +172,7 @@ async def test_killed_between_the_decision_and_mixmonitor(
             await first.wait_for_log("fault point reached")
             died = killed(first)
         async with service_runner.run(url, tmp_path / "second.log") as second:
-            await second.wait_for_log(
-                "channel left in the application resolved: continued unrecorded")
+            await second.wait_for_log(RESOLVED)
             recovered = time.monotonic() - died
             await second.wait_for_log("recording allowed but never started: the service "
                                       "stopped first")
@@ -248,8 +260,7 @@ async def test_killed_under_a_burst_of_calls_in_every_phase(
             entered = {"0" + e["caller"].removeprefix("+386") for e in first.entries()
                        if e.get("message") == "call entered the application"}
         async with service_runner.run(url, tmp_path / "second.log") as second:
-            await second.wait_for_log(
-                "channel left in the application resolved: continued unrecorded")
+            await second.wait_for_log(RESOLVED)
             recovered = time.monotonic() - died
             results = await asyncio.gather(*calls)
             # all twelve: those placed while no instance ran are recorded from the notes
