@@ -2,10 +2,11 @@
 into ``tests/unit/transcripts/NAME.jsonl``, for the unit tests that replay them (issue 7).
 
 The recorder is a minimal Stasis application itself, with no ``ivr serve`` and no
-database: it answers, plays the line's short stand-in notice segment by segment, follows
-the channel and continues it to its queue in the dialplan. SIPp places the calls one at a
-time; every frame of the call's channel is written as Asterisk sent it (one line each),
-until the channel is destroyed. Asterisk is started for the recording and stopped after.
+database: it answers, plays the line's short stand-in notice as one playback of its
+segments (as the service does), follows the channel and continues it to its queue in the
+dialplan. SIPp places the calls one at a time; every frame of the call's channel is
+written as Asterisk sent it (one line each), until the channel is destroyed. Asterisk is
+started for the recording and stopped after.
 """
 
 from __future__ import annotations
@@ -115,10 +116,11 @@ class StasisApp:
             return
         try:
             await self.ari.answer(channel)
-            for segment in self.manifest.notice_segments(line.notice):
-                playback = str(uuid.uuid4())
-                await self.ari.play(channel, f"sound:{SOUND_PREFIX}/{segment.id}", playback)
-                await asyncio.wait_for(self.finished[playback].wait(), 30)
+            playback = str(uuid.uuid4())
+            await self.ari.play(channel, ",".join(
+                f"sound:{SOUND_PREFIX}/{segment.id}"
+                for segment in self.manifest.notice_segments(line.notice)), playback)
+            await asyncio.wait_for(self.finished[playback].wait(), 30)
             await self.ari.subscribe_channel(channel)
             self.continued = True
             await self.ari.continue_in_dialplan(channel, self.settings.dialplan.queue_context,

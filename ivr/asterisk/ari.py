@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # the queue), each parsed here for nothing. The queue's outcome comes as a user event.
 WANTED_EVENTS = ("StasisStart", "StasisEnd", "ChannelDtmfReceived", "ChannelHangupRequest",
                  "ChannelDestroyed", "ChannelUserevent", "PlaybackStarted",
-                 "PlaybackFinished")
+                 "PlaybackContinuing", "PlaybackFinished")
 
 
 class AriError(RuntimeError):

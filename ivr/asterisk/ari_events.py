@@ -93,6 +93,16 @@ class PlaybackStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackContinuing(Event):
+    """A playback of a list of media ended one (``media_uri``) and goes on with the next,
+    whose start comes as a PlaybackStarted of its own."""
+
+    playback_id: str
+    media_uri: str
+    target_uri: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlaybackFinished(Event):
     playback_id: str
     media_uri: str
@@ -222,12 +232,14 @@ def parse_event(text: str | bytes) -> Event:
                                       if isinstance(value, str) and key != "eventname"})
     if kind == "ChannelStateChange":
         return ChannelStateChange(*base, channel=parse_channel(_obj(raw, "channel")))
-    if kind in ("PlaybackStarted", "PlaybackFinished"):
+    if kind in ("PlaybackStarted", "PlaybackContinuing", "PlaybackFinished"):
         playback = _obj(raw, "playback")
         ids = (_str(playback, "id"), _str(playback, "media_uri", ""),
                _str(playback, "target_uri", ""))
         if kind == "PlaybackStarted":
             return PlaybackStarted(*base, *ids)
+        if kind == "PlaybackContinuing":
+            return PlaybackContinuing(*base, *ids)
         return PlaybackFinished(*base, *ids, state=_str(playback, "state", ""))
     return OtherEvent(*base)
 

@@ -26,6 +26,7 @@ from ivr.asterisk.ari_events import (
     ChannelUserevent,
     StasisStart,
 )
+from ivr.asterisk.ari_events import PlaybackContinuing as AriPlaybackContinuing
 from ivr.asterisk.ari_events import PlaybackFinished as AriPlaybackFinished
 from ivr.asterisk.ari_events import PlaybackStarted as AriPlaybackStarted
 from ivr.calls.caller import describe_caller
@@ -145,8 +146,12 @@ class InboundCallRunner:
         self.call_uuid = uuid.uuid4()
         self.entered = asyncio.get_running_loop().time()
         self.deadline: float | None = None
-        self.playbacks: dict[str, BuiltSegment] = {}
-        self.playback_started: dict[str, datetime] = {}
+        # each playback's segments, in the order Asterisk plays them
+        self.playbacks: dict[str, tuple[BuiltSegment, ...]] = {}
+        # each playback's segment under way (its media URI) and when it started
+        self.playback_started: dict[str, tuple[str, datetime]] = {}
+        # the segments played, by the media URI their events name
+        self.media: dict[str, BuiltSegment] = {}
         self.playback_issued: dict[str, float] = {}
         self.answered_at: datetime | None = None
         self.agent: str | None = None
@@ -321,18 +326,30 @@ class InboundCallRunner:
                 return ev.PlaybackFailed(watched[0], now())
             self.deadline = None
             return ev.TimerFired(now())
-        return self.translate(item)
+        event = self.translate(item)
+        if isinstance(item, AriPlaybackStarted) and self.asks(item.media_uri):
+            await faults.reached(self.deps.settings, "question", self.log_extra)
+        return event
+
+    def segment_id(self, media_uri: str) -> str | None:
+        segment = self.media.get(media_uri)
+        return None if segment is None else segment.id
+
+    def asks(self, media_uri: str) -> bool:
+        segment = self.media.get(media_uri)
+        return segment is not None and segment.question
 
     def watched_playback(self, call: InboundCall) -> tuple[str, float] | None:
         """A playback whose end must come within its length plus a grace period; events
         lost with the connection must not leave a caller in the application."""
         if call.playback_id is None or call.phase not in WATCHED_PHASES:
             return None
-        segment = self.playbacks.get(call.playback_id)
+        segments = self.playbacks.get(call.playback_id)
         issued = self.playback_issued.get(call.playback_id)
-        if segment is None or issued is None:
+        if segments is None or issued is None:
             return None
-        return call.playback_id, issued + segment.duration_ms / 1000 + PLAYBACK_GRACE_S
+        length_s = sum(s.duration_ms for s in segments) / 1000
+        return call.playback_id, issued + length_s + PLAYBACK_GRACE_S
 
     def translate(self, item: CallItem) -> ev.FlowEvent | None:
         if isinstance(item, AgentConnected):
@@ -351,10 +368,10 @@ class InboundCallRunner:
         if isinstance(item, ChannelDtmfReceived):
             return ev.Digit(item.digit, at)
         if isinstance(item, AriPlaybackStarted):
-            self.playback_started[item.playback_id] = at
-            return ev.PlaybackStarted(item.playback_id, at)
-        if isinstance(item, AriPlaybackFinished):
-            return self.playback_finished(item, at)
+            self.playback_started[item.playback_id] = item.media_uri, at
+            return ev.PlaybackStarted(item.playback_id, at, self.segment_id(item.media_uri))
+        if isinstance(item, (AriPlaybackContinuing, AriPlaybackFinished)):
+            return self.segment_ended(item, at)
         if isinstance(item, (ChannelHangupRequest, ChannelDestroyed)):
             if self.hung_up:
                 return None
@@ -362,19 +379,24 @@ class InboundCallRunner:
             return ev.HungUp(at)
         return None
 
-    def playback_finished(self, item: AriPlaybackFinished, at: datetime) -> ev.FlowEvent:
-        """A playback that stopped well before its audio's end was cut short (the caller
-        hung up, or Asterisk failed it): the caller did not hear it all (rule 1)."""
-        segment = self.playbacks.get(item.playback_id)
-        started = self.playback_started.get(item.playback_id)
-        if item.state == "failed":
+    def segment_ended(self, item: AriPlaybackContinuing | AriPlaybackFinished,
+                      at: datetime) -> ev.FlowEvent:
+        """A playback's segment ended: the list goes on (continuing) or the playback is
+        over. A segment that stopped well before its audio's end was cut short (the caller
+        hung up, Asterisk failed it or found no file, the playback was stopped): the caller
+        did not hear it all (rule 1)."""
+        if isinstance(item, AriPlaybackFinished) and item.state == "failed":
             return ev.PlaybackFailed(item.playback_id, at)
-        if segment is not None and started is not None:
+        segment = self.media.get(item.media_uri)
+        uri, started = self.playback_started.get(item.playback_id, ("", None))
+        if segment is not None and started is not None and uri == item.media_uri:
             heard_ms = (at - started).total_seconds() * 1000
             if heard_ms < segment.duration_ms - CUT_SHORT_MS:
                 log.info("playback cut short", extra={**self.log_extra,
                          "segment": segment.id, "heard_ms": int(heard_ms)})
                 return ev.PlaybackFailed(item.playback_id, at)
+        if isinstance(item, AriPlaybackContinuing):
+            return ev.PlaybackContinued(item.playback_id, at, self.segment_id(item.media_uri))
         return ev.PlaybackFinished(item.playback_id, at)
 
     # commands out ------------------------------------------------------------------------
@@ -395,7 +417,7 @@ class InboundCallRunner:
                     "ms": round((asyncio.get_running_loop().time() - started) * 1000, 1)})
 
     async def _perform(self, call: InboundCall, command: cmd.Command) -> ev.FlowEvent | None:
-        ari, settings = self.deps.ari, self.deps.settings
+        ari = self.deps.ari
         match command:
             case cmd.Answer():
                 await ari.answer(self.channel_id)
@@ -403,19 +425,15 @@ class InboundCallRunner:
                 self.deps.metrics.observe_step(
                     Step.ANSWER, asyncio.get_running_loop().time() - self.entered)
                 return ev.Answered(self.answered_at)
-            case cmd.Play(segment_id=segment_id, playback_id=playback_id):
-                self.playbacks[playback_id] = self.deps.manifest.segment(segment_id)
-                self.playback_issued[playback_id] = asyncio.get_running_loop().time()
-                media = f"sound:{settings.prompts.sound_prefix}/{segment_id}"
+            case cmd.Play(segment_id=segment_id, playback_id=playback_id, following=following):
+                return await self.play(playback_id, (segment_id, *following))
+            case cmd.StopPlayback(playback_id=playback_id):
                 try:
-                    await ari.play(self.channel_id, media, playback_id)
-                except ChannelGone:
-                    raise
+                    await ari.stop_playback(playback_id)
                 except AriError as exc:
-                    log.error("cannot play %s: %s", segment_id, exc, extra=self.log_extra)
-                    return ev.PlaybackFailed(playback_id, now())
-                if self.playbacks[playback_id].question:
-                    await faults.reached(settings, "question", self.log_extra)
+                    if exc.status != 404:  # 404: it had ended
+                        log.warning("could not stop the playback: %s", exc,
+                                    extra=self.log_extra)
                 return None
             case cmd.StartTimer(seconds=seconds):
                 self.deadline = asyncio.get_running_loop().time() + seconds
@@ -430,6 +448,23 @@ class InboundCallRunner:
                 await self.close(command, "ended")
                 return None
         raise AssertionError(f"unknown command {command!r}")
+
+    async def play(self, playback_id: str, segment_ids: tuple[str, ...]) -> ev.FlowEvent | None:
+        """One playback of the segments, in order (a list of media: Asterisk starts each
+        as the one before ends, and reports each start and end)."""
+        segments = tuple(self.deps.manifest.segment(i) for i in segment_ids)
+        uris = [f"sound:{self.deps.settings.prompts.sound_prefix}/{i}" for i in segment_ids]
+        self.media.update(zip(uris, segments, strict=True))
+        self.playbacks[playback_id] = segments
+        self.playback_issued[playback_id] = asyncio.get_running_loop().time()
+        try:
+            await self.deps.ari.play(self.channel_id, ",".join(uris), playback_id)
+        except ChannelGone:
+            raise
+        except AriError as exc:
+            log.error("cannot play %s: %s", ", ".join(segment_ids), exc, extra=self.log_extra)
+            return ev.PlaybackFailed(playback_id, now())
+        return None
 
     async def continue_to_queue(self, queue: str, decision: cmd.Decision | None,
                                 recorded: bool) -> ev.FlowEvent:

@@ -49,7 +49,19 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Play:
+    """One playback: ``segment_id``, then each of ``following`` in order, with no pause
+    between them (Asterisk plays the list; the shell waits for no segment's end)."""
+
     segment_id: str
+    playback_id: str
+    following: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StopPlayback:
+    """What is left of a playback is not played (its list goes on otherwise, and holds
+    the caller in the application until it ends)."""
+
     playback_id: str
 
 
@@ -83,5 +95,5 @@ class CloseCall:
     agent_answered: bool
 
 
-Command = (Answer | Play | StartTimer | StoreDecision | StartRecording | ContinueToQueue
-           | CloseCall)
+Command = (Answer | Play | StopPlayback | StartTimer | StoreDecision | StartRecording
+           | ContinueToQueue | CloseCall)

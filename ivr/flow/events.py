@@ -13,14 +13,27 @@ class Answered:
 
 @dataclass(frozen=True, slots=True)
 class PlaybackStarted:
+    """A segment of the playback started: ``segment_id``, where the shell knows which."""
+
     playback_id: str
     at: datetime
+    segment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PlaybackFinished:
     playback_id: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackContinued:
+    """A playback of several segments ended one (``segment_id``, where the shell knows
+    which) and goes on with the next."""
+
+    playback_id: str
+    at: datetime
+    segment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +97,6 @@ class HungUp:
     cause: str = "caller hung up"
 
 
-FlowEvent = (Answered | PlaybackStarted | PlaybackFinished | PlaybackFailed | Digit | TimerFired
-             | DecisionStored | DecisionNotStored | RecordingStarted | RecordingFailed | Continued
-             | AgentAnswered | HungUp)
+FlowEvent = (Answered | PlaybackStarted | PlaybackContinued | PlaybackFinished | PlaybackFailed
+             | Digit | TimerFired | DecisionStored | DecisionNotStored | RecordingStarted
+             | RecordingFailed | Continued | AgentAnswered | HungUp)

@@ -25,6 +25,7 @@ from ivr.flow.commands import (
     Receipt,
     StartRecording,
     StartTimer,
+    StopPlayback,
     StoreDecision,
 )
 from ivr.flow.events import (
@@ -36,6 +37,7 @@ from ivr.flow.events import (
     Digit,
     FlowEvent,
     HungUp,
+    PlaybackContinued,
     PlaybackFailed,
     PlaybackFinished,
     PlaybackStarted,
@@ -50,7 +52,7 @@ CONSENT_DIGITS = {"1": Decision.CONSENT, "2": Decision.REFUSAL}
 
 class Phase(StrEnum):
     ANSWERING = "answering"
-    NOTICE = "notice"  # the notice's segments are playing, in order
+    NOTICE = "notice"  # the notice's segments are playing, in order, as one playback
     AWAITING_DIGIT = "awaiting_digit"  # notice over, the question waits for 1 or 2
     REPEATING_QUESTION = "repeating_question"
     STORING_DECISION = "storing_decision"
@@ -90,6 +92,7 @@ class InboundCall:
     consent: Consent = Consent()
     phase: Phase = Phase.ANSWERING
     playing: int = -1  # index into segments, -1 before the notice
+    playlist_last: int = -1  # index of the playback's last segment
     playback_id: str | None = None
     playback_started: bool = False
     playbacks: int = 0
@@ -131,13 +134,17 @@ def new_inbound_call(call_id: str, kind: LineKind, queue: str, segments: tuple[S
 Result = tuple[InboundCall, list[Command]]
 
 
-def _play(call: InboundCall, index: int) -> Result:
+def _play(call: InboundCall, index: int, last: int | None = None) -> Result:
+    """One playback of the segments ``index`` to ``last`` (just ``index`` by default):
+    Asterisk plays them back to back, so that no round trip to the service comes between
+    two segments of the notice, however late its events arrive."""
+    last = index if last is None else last
     n = call.playbacks + 1
     playback_id = f"{call.call_id}-{n}"
-    segment = call.segments[index]
-    return (replace(call, playing=index, playback_id=playback_id, playbacks=n,
-                    playback_started=False),
-            [Play(segment.segment_id, playback_id)])
+    following = tuple(s.segment_id for s in call.segments[index + 1:last + 1])
+    return (replace(call, playing=index, playlist_last=last, playback_id=playback_id,
+                    playbacks=n, playback_started=False),
+            [Play(call.segments[index].segment_id, playback_id, following)])
 
 
 def _receipt(call: InboundCall, decision: Decision, at: datetime) -> Receipt:
@@ -198,13 +205,16 @@ def _mark_segment_ended(call: InboundCall, at: datetime) -> InboundCall:
     return call
 
 
-def _mine(call: InboundCall, playback_id: str) -> bool:
-    return playback_id == call.playback_id
+def _mine(call: InboundCall, playback_id: str, segment_id: str | None = None) -> bool:
+    """The event is of the playback the call waits for (and of the segment it plays, where
+    the event names one): not a repeated, late or foreign one."""
+    return playback_id == call.playback_id and (
+        segment_id is None or segment_id == call.segments[call.playing].segment_id)
 
 
 # transitions -------------------------------------------------------------------------------
 def answered(call: InboundCall, event: Answered) -> Result:
-    call, commands = _play(call, 0)
+    call, commands = _play(call, 0, len(call.segments) - 1)
     return replace(call, phase=Phase.NOTICE), commands
 
 
@@ -213,7 +223,7 @@ def ignore(call: InboundCall, event: FlowEvent) -> Result:
 
 
 def playback_started(call: InboundCall, event: PlaybackStarted) -> Result:
-    if not _mine(call, event.playback_id) or call.playback_started:
+    if not _mine(call, event.playback_id, event.segment_id) or call.playback_started:
         return call, []  # a foreign or repeated event
     return replace(_mark_segment_started(call, event.at), playback_started=True), []
 
@@ -221,29 +231,42 @@ def playback_started(call: InboundCall, event: PlaybackStarted) -> Result:
 def notice_playback_finished(call: InboundCall, event: PlaybackFinished) -> Result:
     if not _mine(call, event.playback_id):
         return call, []
-    if not call.playback_started:
+    if not call.playback_started or call.playing < call.playlist_last:
         # Rule 3 needs to prove what was played and when: a segment whose start was never
-        # reported cannot count as heard.
+        # reported cannot count as heard, nor can those of a list stopped before its end.
         return playback_failed(call, PlaybackFailed(event.playback_id, event.at))
-    call = _mark_segment_ended(call, event.at)
-    if call.playing + 1 < len(call.segments):
-        return _play(call, call.playing + 1)
-    call = replace(call, notice_ended_at=event.at, playback_id=None)
+    call = replace(_mark_segment_ended(call, event.at), notice_ended_at=event.at,
+                   playback_id=None)
     if call.kind is LineKind.SALES or call.digit in CONSENT_DIGITS:
         return _decide(call, event.at)
     return replace(call, phase=Phase.AWAITING_DIGIT), [StartTimer(call.consent.answer_timeout)]
 
 
+def playback_continued(call: InboundCall, event: PlaybackContinued) -> Result:
+    """The playback's segment ended and the next of its list begins (its start is
+    reported on its own, as every segment's is)."""
+    if not _mine(call, event.playback_id, event.segment_id):
+        return call, []  # a foreign or repeated event
+    if not call.playback_started or call.playing >= call.playlist_last:
+        return playback_failed(call, PlaybackFailed(event.playback_id, event.at))
+    call = _mark_segment_ended(call, event.at)
+    return replace(call, playing=call.playing + 1, playback_started=False), []
+
+
 def playback_failed(call: InboundCall, event: PlaybackFailed) -> Result:
-    """The caller cannot be told: rule 1 forbids recording. Hand the call on unrecorded."""
+    """The caller cannot be told: rule 1 forbids recording. What is left of the playback
+    is stopped (a list would go on playing and hold the caller here), and the call is
+    handed on unrecorded."""
     if not _mine(call, event.playback_id):
         return call, []
+    stop = StopPlayback(event.playback_id)
     decision = None if call.kind is LineKind.SALES else Decision.NO_CONSENT
     if decision is None:
-        return _continue(replace(call, playback_id=None))
+        call, commands = _continue(replace(call, playback_id=None))
+        return call, [stop, *commands]
     receipt = replace(_receipt(call, decision, event.at), record=False)
     return (replace(call, phase=Phase.STORING_DECISION, decision=decision, playback_id=None),
-            [StoreDecision(receipt)])
+            [stop, StoreDecision(receipt)])
 
 
 def notice_digit(call: InboundCall, event: Digit) -> Result:
@@ -321,15 +344,18 @@ TRANSITIONS: dict[tuple[Phase, type], Transition] = {
     (P.ANSWERING, Digit): ignore,
     (P.ANSWERING, HungUp): hung_up,
     (P.NOTICE, PlaybackStarted): playback_started,
+    (P.NOTICE, PlaybackContinued): playback_continued,
     (P.NOTICE, PlaybackFinished): notice_playback_finished,
     (P.NOTICE, PlaybackFailed): playback_failed,
     (P.NOTICE, Digit): notice_digit,
     (P.NOTICE, HungUp): hung_up,
     (P.AWAITING_DIGIT, Digit): awaiting_digit,
     (P.AWAITING_DIGIT, TimerFired): question_timed_out,
+    (P.AWAITING_DIGIT, PlaybackContinued): ignore,
     (P.AWAITING_DIGIT, PlaybackFinished): ignore,
     (P.AWAITING_DIGIT, HungUp): hung_up,
     (P.REPEATING_QUESTION, PlaybackStarted): playback_started,
+    (P.REPEATING_QUESTION, PlaybackContinued): playback_continued,
     (P.REPEATING_QUESTION, PlaybackFinished): repeat_finished,
     (P.REPEATING_QUESTION, PlaybackFailed): playback_failed,
     (P.REPEATING_QUESTION, Digit): notice_digit,
@@ -337,6 +363,7 @@ TRANSITIONS: dict[tuple[Phase, type], Transition] = {
     (P.STORING_DECISION, DecisionStored): decision_stored,
     (P.STORING_DECISION, DecisionNotStored): decision_not_stored,
     (P.STORING_DECISION, Digit): ignore,
+    (P.STORING_DECISION, PlaybackContinued): ignore,
     (P.STORING_DECISION, PlaybackFinished): ignore,
     (P.STORING_DECISION, HungUp): hung_up,
     (P.STARTING_RECORDING, RecordingStarted): recording_started,

@@ -30,6 +30,7 @@ from ivr.asterisk.ari_events import (
     ChannelUserevent,
     Event,
     OtherEvent,
+    PlaybackContinuing,
     PlaybackFinished,
     PlaybackStarted,
     StasisEnd,
@@ -161,6 +162,27 @@ def test_rule_1_playback_finished_says_the_notice_was_played_to_its_end() -> Non
     assert started.media_uri == finished.media_uri == "sound:ivr/sales-notice"
     assert started.target_uri == finished.target_uri == f"channel:{SALES_CHANNEL}"
     assert finished.state == "done"
+
+
+def test_a_list_of_media_names_each_segment_as_it_starts_and_ends() -> None:
+    """A notice played as one playback of its segments (as recorded on the test PBX): each
+    segment's start is a PlaybackStarted naming it, each end but the last a
+    PlaybackContinuing naming the segment that ended, the last a PlaybackFinished."""
+    path = TRANSCRIPT.with_name("service-consent.jsonl")
+    events = [parse_event(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    playbacks = [(type(e).__name__, e.media_uri.rsplit("/", 1)[-1]) for e in events
+                 if isinstance(e, (PlaybackStarted, PlaybackContinuing, PlaybackFinished))]
+    assert playbacks == [
+        ("PlaybackStarted", "service-information"),
+        ("PlaybackContinuing", "service-information"),
+        ("PlaybackStarted", "service-question"),
+        ("PlaybackContinuing", "service-question"),
+        ("PlaybackStarted", "service-closing"),
+        ("PlaybackFinished", "service-closing"),
+    ]
+    ids = {e.playback_id for e in events if isinstance(e, PlaybackContinuing)}
+    assert len(ids) == 1 and all(channel_of(e) == events[0].channel.id  # type: ignore[attr-defined]
+                                 for e in events if isinstance(e, PlaybackContinuing))
 
 
 def test_hangup_request_and_destroyed_carry_the_cause() -> None:

@@ -31,6 +31,7 @@ from ivr.asterisk.ari_events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
     ChannelHangupRequest,
+    PlaybackContinuing,
     PlaybackFinished,
     PlaybackStarted,
     StasisStart,
@@ -46,6 +47,7 @@ from ivr.store.journal import DecisionEntry
 from ivr.store.receipts import ClosedCall, OpenedCall
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
+SOUND_PREFIX = "ivr-short"
 Log = list[tuple[str, Any]]
 
 
@@ -163,15 +165,16 @@ def playback_field(frame: str, key: str) -> str:
 
 
 def measured_durations() -> dict[str, int]:
-    """How long each prompt played on the PBX (longest PlaybackStarted to Finished)."""
+    """How long each prompt played on the PBX (longest from its PlaybackStarted to the
+    PlaybackContinuing or PlaybackFinished that names it)."""
     started: dict[str, datetime] = {}
     durations: dict[str, int] = {}
     for frames in CALLS.values():
         for event in map(parse_event, frames):
             if isinstance(event, PlaybackStarted) and event.timestamp:
                 started[event.playback_id] = event.timestamp
-            elif isinstance(event, PlaybackFinished) and event.timestamp and \
-                    event.playback_id in started:
+            elif isinstance(event, (PlaybackContinuing, PlaybackFinished)) and \
+                    event.timestamp and event.playback_id in started:
                 segment = event.media_uri.rsplit("/", 1)[-1]
                 ms = int((event.timestamp - started[event.playback_id]).total_seconds() * 1000)
                 durations[segment] = max(durations.get(segment, 0), ms)
@@ -196,7 +199,10 @@ MANIFEST = manifest(measured_durations())
 
 
 def call_settings() -> Settings:
-    return Settings(mode="test", consent={"answer_timeout": 0.01, "question_repeats": 1})
+    """The transcripts' sounds (testpbx/transcripts.py), so that the media their playback
+    events name are the ones the runner asks for."""
+    return Settings(mode="test", consent={"answer_timeout": 0.01, "question_repeats": 1},
+                    prompts={"sound_prefix": SOUND_PREFIX})
 
 
 async def settle() -> None:
@@ -239,7 +245,8 @@ class Replay:
 
     def as_runner_sees_it(self, frame: str) -> CallItem:
         event = parse_event(frame)
-        if isinstance(event, (PlaybackStarted, PlaybackFinished)) and self.runners:
+        if isinstance(event, (PlaybackStarted, PlaybackContinuing, PlaybackFinished)) \
+                and self.runners:
             n = self.order[event.playback_id]
             return dataclasses.replace(event, playback_id=f"{self.runners[-1].call_uuid}-{n}")
         return event

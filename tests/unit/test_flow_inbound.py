@@ -30,6 +30,7 @@ from ivr.flow.commands import (
     Receipt,
     StartRecording,
     StartTimer,
+    StopPlayback,
     StoreDecision,
 )
 from ivr.flow.events import (
@@ -41,6 +42,7 @@ from ivr.flow.events import (
     Digit,
     FlowEvent,
     HungUp,
+    PlaybackContinued,
     PlaybackFailed,
     PlaybackFinished,
     PlaybackStarted,
@@ -75,11 +77,12 @@ SEGMENTS = {
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 HANG_UP = "caller hung up"  # HungUp's default cause
 EVENT_TYPES: tuple[type, ...] = (
-    Answered, PlaybackStarted, PlaybackFinished, PlaybackFailed, Digit, TimerFired,
+    Answered, PlaybackStarted, PlaybackContinued, PlaybackFinished, PlaybackFailed, Digit,
+    TimerFired,
     DecisionStored, DecisionNotStored, RecordingStarted, RecordingFailed, Continued,
     AgentAnswered, HungUp,
 )
-PLAYBACK_EVENTS = (PlaybackStarted, PlaybackFinished, PlaybackFailed)
+PLAYBACK_EVENTS = (PlaybackStarted, PlaybackContinued, PlaybackFinished, PlaybackFailed)
 DEFAULT_CONSENT = Consent()  # answer in 5 s, the question repeated once
 CURRENT = "<the call's own playback>"  # a playback id resolved against the call when sent
 
@@ -97,6 +100,7 @@ def own_playback_id(call: InboundCall) -> str:
 BUILD: dict[type, Callable[[str, datetime], FlowEvent]] = {
     Answered: lambda _, t: Answered(t),
     PlaybackStarted: PlaybackStarted,
+    PlaybackContinued: PlaybackContinued,
     PlaybackFinished: PlaybackFinished,
     PlaybackFailed: PlaybackFailed,
     Digit: Digit,
@@ -151,6 +155,14 @@ class Driver:
         return self._next(PlaybackStarted, playback_id)
 
     def finished(self, playback_id: str = CURRENT) -> list[Command]:
+        """The current segment's end: the playback goes on with the next segment of its
+        list (continued), or ends with it (finished)."""
+        if playback_id == CURRENT and self.call.playing < self.call.playlist_last:
+            return self._next(PlaybackContinued, playback_id)
+        return self._next(PlaybackFinished, playback_id)
+
+    def ended(self, playback_id: str = CURRENT) -> list[Command]:
+        """The playback ends, whatever segment of its list plays (stopped)."""
         return self._next(PlaybackFinished, playback_id)
 
     def failed(self, playback_id: str = CURRENT) -> list[Command]:
@@ -255,8 +267,9 @@ def test_phase_event_pair(phase: Phase, event_type: type) -> None:
 def service_until_question() -> Driver:
     """Answered at 1s; the information segment plays 2s-3s; the question starts at 4s."""
     d = Driver(SERVICE)
-    assert d.answered() == [Play("service-information", "call-1-1")]
-    assert d.play() == [Play("service-question", "call-1-2")]
+    assert d.answered() == [Play("service-information", "call-1-1",
+                                 ("service-question", "service-closing"))]
+    assert d.play() == []  # one playback: the question follows with no request
     assert d.started() == []
     assert d.call.question_started_at == at(4)
     return d
@@ -266,7 +279,7 @@ def service_after_notice() -> Driver:
     """The whole service notice, nothing pressed: information 2-3s, question 4-5s, closing
     6-7s; the call waits for a digit."""
     d = service_until_question()
-    assert d.finished() == [Play("service-closing", "call-1-3")]
+    assert d.finished() == []
     assert d.play() == [StartTimer(5.0)]
     assert d.phase() is Phase.AWAITING_DIGIT
     return d
@@ -309,7 +322,7 @@ def test_service_one_during_question_waits_for_notice_end() -> None:
     d = service_until_question()
     assert d.digit("1") == []  # 5s
     assert d.phase() is Phase.NOTICE
-    assert d.finished() == [Play("service-closing", "call-1-3")]  # 6s: the closing still plays
+    assert d.finished() == []  # 6s: the closing still plays
     assert d.started() == []  # 7s
     assert commands_of(d.commands, StoreDecision) == []
     assert d.finished() == [StoreDecision(Receipt(  # 8s: the notice's end
@@ -338,11 +351,11 @@ def test_service_one_before_question_is_ignored_then_silence_is_no_consent() -> 
     before = d.call
     assert d.digit("1") == []  # 3s
     assert d.call == before
-    assert d.finished() == [Play("service-question", "call-1-2")]  # 4s
-    assert d.play() == [Play("service-closing", "call-1-3")]  # 5-6s
+    assert d.finished() == []  # 4s
+    assert d.play() == []  # 5-6s
     assert d.play() == [StartTimer(5.0)]  # 7-8s
     assert d.phase() is Phase.AWAITING_DIGIT
-    assert d.timer() == [Play("service-question", "call-1-4")]  # 9s: the question again
+    assert d.timer() == [Play("service-question", "call-1-2")]  # 9s: the question again
     assert d.phase() is Phase.REPEATING_QUESTION
     assert d.play() == [StartTimer(5.0)]  # 10-11s
     assert d.phase() is Phase.AWAITING_DIGIT
@@ -432,7 +445,7 @@ def test_question_repeats_is_a_setting(repeats: int) -> None:
     d.play()
     assert d.play() == [StartTimer(8.0)]
     for n in range(repeats):
-        assert d.timer() == [Play("service-question", f"call-1-{4 + n}")]
+        assert d.timer() == [Play("service-question", f"call-1-{2 + n}")]
         assert d.phase() is Phase.REPEATING_QUESTION
         assert d.play() == [StartTimer(8.0)]
         assert d.phase() is Phase.AWAITING_DIGIT
@@ -440,7 +453,7 @@ def test_question_repeats_is_a_setting(repeats: int) -> None:
     assert isinstance(store, StoreDecision)
     assert store.receipt.decision is Decision.NO_CONSENT
     assert store.receipt.record is False
-    assert len(commands_of(d.commands, Play)) == 3 + repeats
+    assert len(commands_of(d.commands, Play)) == 1 + repeats  # the notice, one playback
     assert d.call.question_repeats_done == repeats
 
 
@@ -586,7 +599,7 @@ def test_sales_playback_failed_continues_unrecorded_without_decision() -> None:
     d = Driver(SALES)
     d.answered()
     d.started()
-    assert d.failed() == [ContinueToQueue("sales-queue", None, False)]
+    assert d.failed() == [StopPlayback("call-1-1"), ContinueToQueue("sales-queue", None, False)]
     assert d.phase() is Phase.CONTINUING
     assert d.continued() == []
     assert d.hang_up() == [CloseCall(d.now, HANG_UP, notice_completed=False,
@@ -601,7 +614,8 @@ def test_service_playback_failed_is_no_consent(pressed: str) -> None:
     d = service_until_question()
     for key in pressed:
         d.digit(key)
-    [store] = d.failed()
+    [stop, store] = d.failed()
+    assert stop == StopPlayback("call-1-1")  # the rest of the notice is not played
     assert isinstance(store, StoreDecision)
     assert store.receipt.decision is Decision.NO_CONSENT
     assert store.receipt.record is False
@@ -614,7 +628,8 @@ def test_service_playback_failed_is_no_consent(pressed: str) -> None:
 def test_service_playback_failed_on_repeat_is_no_consent() -> None:
     d = service_after_notice()
     d.timer()
-    [store] = d.failed()
+    [stop, store] = d.failed()
+    assert stop == StopPlayback("call-1-2")
     assert isinstance(store, StoreDecision)
     assert (store.receipt.decision, store.receipt.record) == (Decision.NO_CONSENT, False)
     assert d.stored() == [ContinueToQueue("service-queue", Decision.NO_CONSENT, False)]
@@ -658,6 +673,43 @@ def test_foreign_playback_is_ignored(phase: Phase, event_type: type, foreign: st
     before = d.call
     assert d.send(make_event(event_type, foreign, d.call, at(500))) == []
     assert d.call == before
+
+
+def test_notice_stopped_before_its_last_segment_is_no_consent() -> None:
+    """Rules 1-2: the notice's playback ends while the question plays (stopped, or cut
+    short): the closing was never heard, so a 1 pressed meanwhile is not consent."""
+    d = service_until_question()
+    assert d.digit("1") == []  # 5s
+    [stop, store] = d.ended()  # 6s: the playback ends with the question
+    assert stop == StopPlayback("call-1-1")
+    assert isinstance(store, StoreDecision)
+    assert (store.receipt.decision, store.receipt.record) == (Decision.NO_CONSENT, False)
+    assert store.receipt.notice_ended_at is None
+    assert [p.segment_id for p in store.receipt.played] == ["service-information",
+                                                            "service-question"]
+    assert d.stored() == [ContinueToQueue("service-queue", Decision.NO_CONSENT, False)]
+    assert commands_of(d.commands, StartRecording) == []
+
+
+def test_segment_that_never_started_is_not_heard() -> None:
+    """Rule 3: a segment of the list whose start was never reported cannot count as heard,
+    even when its end is."""
+    d = service_until_question()
+    d.finished()  # 5s: the question ends; the closing's start never comes
+    [stop, store] = d.send(PlaybackContinued("call-1-1", at(6)))
+    assert stop == StopPlayback("call-1-1")
+    assert isinstance(store, StoreDecision)
+    assert store.receipt.decision is Decision.NO_CONSENT
+
+
+def test_playback_continuing_past_its_last_segment_is_not_heard() -> None:
+    """A playback that says it goes on after its last segment is not the notice this
+    call asked for: the call is handed on unrecorded."""
+    d = Driver(SALES)
+    d.answered()
+    d.started()
+    assert d.send(PlaybackContinued("call-1-1", at(5))) == [
+        StopPlayback("call-1-1"), ContinueToQueue("sales-queue", None, False)]
 
 
 def test_stale_playback_finished_after_notice_is_ignored() -> None:

@@ -15,9 +15,11 @@ from ivr.asterisk.ami import AgentConnected, AmiError, AmiNoReply
 from ivr.asterisk.ari import AriError, ChannelGone
 from ivr.asterisk.ari_events import (
     Channel,
+    ChannelDtmfReceived,
     ChannelHangupRequest,
     ChannelUserevent,
     OtherEvent,
+    PlaybackContinuing,
     PlaybackFinished,
     PlaybackStarted,
     StasisEnd,
@@ -64,8 +66,11 @@ def manifest() -> Manifest:
         return BuiltSegment(id=segment_id, version=1, text="x", question=question,
                             file=f"{segment_id}.wav", sha256="a" * 64, duration_ms=1000)
 
-    return Manifest(segments=[seg("sales-notice")],
-                    notices={"sales": Notice(segments=["sales-notice"])})
+    service = ["service-information", "service-question", "service-closing"]
+    return Manifest(segments=[seg("sales-notice"), seg(service[0]),
+                              seg(service[1], question=True), seg(service[2])],
+                    notices={"sales": Notice(segments=["sales-notice"]),
+                             "service": Notice(segments=service)})
 
 
 def runner(settings: Settings | None = None) -> tuple[InboundCallRunner, Recorder, Recorder,
@@ -92,6 +97,107 @@ async def notice_heard(ari: Recorder, items: asyncio.Queue[CallItem]) -> None:
                                      "channel:1.1"))
     items.put_nowait(PlaybackFinished("PlaybackFinished", T0 + timedelta(seconds=1), "ivr",
                                       playback_id, "", "channel:1.1", "done"))
+
+
+SERVICE_CHANNEL = Channel(id="1.1", name="PJSIP/trunk-1", state="Ring",
+                          caller_number="031123456", caller_name="", context="from-trunk",
+                          exten="040404040", linkedid="1.1", app_name="Stasis", app_data="ivr")
+SERVICE_MEDIA = ("sound:ivr/service-information", "sound:ivr/service-question",
+                 "sound:ivr/service-closing")
+
+
+def service_runner() -> tuple[InboundCallRunner, Recorder, Recorder, Recorder,
+                              asyncio.Queue[CallItem]]:
+    call, ari, ami, records, items = runner()
+    call.start = StasisStart("StasisStart", T0, "ivr", SERVICE_CHANNEL, (), None)
+    return call, ari, ami, records, items
+
+
+def playback(kind: type, playback_id: str, media: str, seconds: float) -> CallItem:
+    at = T0 + timedelta(seconds=seconds)
+    if kind is PlaybackFinished:
+        return PlaybackFinished("PlaybackFinished", at, "ivr", playback_id, media,
+                                "channel:1.1", "done")
+    return kind(kind.__name__, at, "ivr", playback_id, media, "channel:1.1")  # type: ignore[no-any-return]
+
+
+async def test_the_service_notice_is_one_playback_its_segments_timed_by_asterisk() -> None:
+    """The notice's three segments go to Asterisk in one request (a list of media); the
+    receipt's segments are timed from the events Asterisk sends for each, and a 1 during
+    the question is consent at the notice's end."""
+    call, ari, ami, records, items = service_runner()
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "play")
+    _channel, media, playback_id = ari.calls[-1][1]
+    assert media == ",".join(SERVICE_MEDIA)
+    info, question, closing = SERVICE_MEDIA
+    for item in (playback(PlaybackStarted, playback_id, info, 0),
+                 playback(PlaybackContinuing, playback_id, info, 1),
+                 playback(PlaybackStarted, playback_id, question, 1),
+                 playback(PlaybackStarted, playback_id, question, 1),  # repeated: nothing
+                 ChannelDtmfReceived("ChannelDtmfReceived", T0 + timedelta(seconds=1.5),
+                                     "ivr", SERVICE_CHANNEL, "1", 100),
+                 playback(PlaybackContinuing, playback_id, question, 2),
+                 playback(PlaybackContinuing, playback_id, question, 2),  # repeated: nothing
+                 playback(PlaybackStarted, playback_id, closing, 2),
+                 playback(PlaybackFinished, playback_id, closing, 3)):
+        items.put_nowait(item)
+    await wait_for(ari, "continue_in_dialplan")
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", SERVICE_CHANNEL,
+                                          16))
+    await asyncio.wait_for(task, 5)
+    assert ari.names().count("play") == 1 and "stop_playback" not in ari.names()
+    receipt = records.calls[1][1][0].receipt
+    assert receipt.decision.value == "consent" and receipt.record
+    assert [(p.segment_id, p.started_at, p.ended_at) for p in receipt.played] == [
+        (s, T0 + timedelta(seconds=n), T0 + timedelta(seconds=n + 1))
+        for n, s in enumerate(["service-information", "service-question", "service-closing"])]
+    assert ami.names()[0] == "mix_monitor"
+
+
+async def test_a_segment_cut_short_in_the_list_stops_the_rest_of_the_notice() -> None:
+    """A segment that ends long before its audio's length (Asterisk found no file, say)
+    was not heard: what is left of the notice is stopped (the list would go on, holding
+    the caller here), and the caller goes on unrecorded with no consent (rule 1)."""
+    call, ari, ami, records, items = service_runner()
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "play")
+    playback_id = ari.calls[-1][1][2]
+    items.put_nowait(playback(PlaybackStarted, playback_id, SERVICE_MEDIA[0], 0))
+    items.put_nowait(playback(PlaybackContinuing, playback_id, SERVICE_MEDIA[0], 0.05))
+    await wait_for(ari, "continue_in_dialplan")
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", SERVICE_CHANNEL,
+                                          16))
+    await asyncio.wait_for(task, 5)
+    assert ari.names()[:3] == ["answer", "play", "stop_playback"]
+    assert ari.calls[2][1] == (playback_id,)
+    assert records.calls[1][1][0].receipt.decision.value == "no_consent"
+    assert "mix_monitor" not in ami.names()
+
+
+async def test_a_playback_already_over_when_stopped_changes_nothing() -> None:
+    """Stopping a playback that has ended (404) is no error: the call goes on."""
+    call, ari, ami, records, items = service_runner()
+    stop = ari.__getattr__("stop_playback")
+
+    async def stop_playback(*args: Any) -> None:
+        await stop(*args)
+        raise AriError("ARI DELETE /playbacks/x: 404 Playback not found", 404)
+
+    ari.__dict__["stop_playback"] = stop_playback
+    task = asyncio.create_task(call.run())
+    await wait_for(ari, "play")
+    playback_id = ari.calls[-1][1][2]
+    items.put_nowait(playback(PlaybackStarted, playback_id, SERVICE_MEDIA[0], 0))
+    items.put_nowait(PlaybackFinished("PlaybackFinished", T0, "ivr", playback_id,
+                                      SERVICE_MEDIA[0], "channel:1.1", "failed"))
+    await wait_for(ari, "continue_in_dialplan")
+    items.put_nowait(ChannelHangupRequest("ChannelHangupRequest", T0, "ivr", SERVICE_CHANNEL,
+                                          16))
+    await asyncio.wait_for(task, 5)
+    assert "stop_playback" in ari.names()
+    assert records.calls[1][1][0].receipt.decision.value == "no_consent"
+    assert "mix_monitor" not in ami.names()
 
 
 async def test_a_sales_call_runs_each_command_once_in_order() -> None:
