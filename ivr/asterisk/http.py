@@ -1,8 +1,8 @@
 """A small HTTP/1.1 client for ARI's REST calls: kept-alive connections to one host, a
 bounded pool, Basic authentication, JSON in and out.
 
-A call costs ARI several requests (answer, one playback per notice segment, variables,
-continue); a general-purpose client spent more of the service's CPU on each of them than
+A call costs ARI several requests (answer, the notice's playback, variables, continue);
+a general-purpose client spent more of the service's CPU on each of them than
 the rest of the call's handling together (``make bench``, profiled with py-spy). This one
 writes the request in one go and reads a Content-Length or chunked response; nothing else
 of HTTP is needed to talk to Asterisk.
