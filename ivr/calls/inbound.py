@@ -39,6 +39,7 @@ from ivr.flow.inbound import (
     InboundCall,
     Phase,
     Segment,
+    end,
     new_inbound_call,
     step,
 )
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 
 # A playback that ends more than this before its audio's length was cut short (hang-up).
 CUT_SHORT_MS = 400
+# Why a call whose flow failed unexpectedly ended (the caller went on to the queue).
+RESCUED = "service error: handed to the queue"
 # A playback not finished this long after its audio's length never will be (lost events).
 PLAYBACK_GRACE_S = 15.0
 WATCHED_PHASES = (Phase.NOTICE, Phase.REPEATING_QUESTION)
@@ -165,6 +168,8 @@ class InboundCallRunner:
         # The call's opening, written while the call goes on (not before its answer): its
         # decision and its close wait for it. None: opened by whoever started the runner.
         self.opening: asyncio.Task[bool] | None = None
+        # The flow's state as the last step left it (what a rescue decides from).
+        self.flow: InboundCall | None = None
         self.hung_up = False
         self.reached_queue = False
         self.direction = "inbound"
@@ -253,7 +258,9 @@ class InboundCallRunner:
     async def rescue(self) -> None:
         """An error the flow did not expect (ARI or the database failing mid-call): the
         caller is not left in the application. They go on to their queue; no recording
-        is started for them here (one already running keeps its stored basis)."""
+        is started for them here (one already running keeps its stored basis). The flow
+        then ends as at a hang-up: a service caller with no decision yet gets no consent
+        stored (rule 2), so that no call of a service line is left without its receipt."""
         assert self.line is not None
         settings = self.deps.settings
         try:
@@ -263,11 +270,17 @@ class InboundCallRunner:
         except AriError as exc:
             log.error("could not hand the caller on after the failure: %s", exc,
                       extra=self.log_extra)
-        await self.close(cmd.CloseCall(now(), "service error: handed to the queue",
-                                       False, False), "ended")
+        flow = self.flow
+        if flow is None or flow.phase is Phase.ENDED:  # failed closing: close again
+            await self.close(cmd.CloseCall(now(), RESCUED, False, False), "ended")
+            return
+        flow, commands = end(flow, now(), RESCUED)
+        for command in commands:
+            await self.perform(flow, command)
 
     async def drive(self, call: InboundCall, commands: list[cmd.Command]) -> None:
         pending: deque[ev.FlowEvent] = deque()
+        self.flow = call
         while True:
             for command in commands:
                 outcome = await self.perform(call, command)
@@ -282,6 +295,7 @@ class InboundCallRunner:
             before = call.phase
             try:
                 call, commands = step(call, event)
+                self.flow = call
             except IllegalTransition as exc:
                 # A late or foreign event (e.g. a playback event after the call moved on)
                 # never breaks a call: it is logged and dropped.

@@ -379,6 +379,15 @@ TRANSITIONS: dict[tuple[Phase, type], Transition] = {
 }
 
 
+def end(call: InboundCall, at: datetime, reason: str) -> Result:
+    """The shell ends the flow itself (a failure it did not expect; the caller goes on to
+    the queue): as at a hang-up, a service caller left undecided is stored as no consent
+    (rule 2) before the call is closed. Nothing, if the call had ended."""
+    if call.phase is Phase.ENDED:
+        return call, []
+    return _close(call, at, reason)
+
+
 def step(call: InboundCall, event: FlowEvent) -> Result:
     """Apply one event. Raises :class:`IllegalTransition` for a pair not in the table."""
     transition = TRANSITIONS.get((call.phase, type(event)))

@@ -57,6 +57,7 @@ from ivr.flow.inbound import (
     InboundCall,
     Phase,
     Segment,
+    end,
     new_inbound_call,
     step,
 )
@@ -710,6 +711,37 @@ def test_playback_continuing_past_its_last_segment_is_not_heard() -> None:
     d.started()
     assert d.send(PlaybackContinued("call-1-1", at(5))) == [
         StopPlayback("call-1-1"), ContinueToQueue("sales-queue", None, False)]
+
+
+@pytest.mark.parametrize("kind", list(LineKind), ids=str)
+def test_a_flow_ended_by_the_shell_before_a_decision_is_closed_as_a_hang_up(
+        kind: LineKind) -> None:
+    """The shell gives up on the flow (a failure it did not expect) during the notice: a
+    service caller is stored as no consent, never recorded (rule 2); a sales call, whose
+    notice was not heard, has no decision. Either way the call is closed once."""
+    d = Driver(kind)
+    d.answered()
+    d.started()
+    call, commands = end(d.call, at(9), "service error")
+    stores = commands_of(commands, StoreDecision)
+    if kind is SERVICE:
+        [store] = stores
+        assert isinstance(store, StoreDecision)
+        assert (store.receipt.decision, store.receipt.record) == (Decision.NO_CONSENT, False)
+    else:
+        assert stores == []
+    assert commands[-1] == CloseCall(at(9), "service error", notice_completed=False,
+                                     agent_answered=False)
+    assert call.phase is Phase.ENDED
+    assert end(call, at(10), "again") == (call, [])
+
+
+def test_a_flow_ended_by_the_shell_after_its_decision_stores_none_again() -> None:
+    d = drive(SERVICE, Phase.STORING_DECISION)
+    assert d is not None
+    _, commands = end(d.call, at(50), "service error")
+    assert commands == [CloseCall(at(50), "service error", notice_completed=True,
+                                  agent_answered=False)]
 
 
 def test_stale_playback_finished_after_notice_is_ignored() -> None:

@@ -25,7 +25,13 @@ from ivr.asterisk.ari_events import (
     StasisEnd,
     StasisStart,
 )
-from ivr.calls.inbound import FOUND_ON_DISK, QUEUE_EVENT, CallDeps, InboundCallRunner
+from ivr.calls.inbound import (
+    FOUND_ON_DISK,
+    QUEUE_EVENT,
+    RESCUED,
+    CallDeps,
+    InboundCallRunner,
+)
 from ivr.calls.router import CallItem, ChannelVanished
 from ivr.flow.inbound import Segment, new_inbound_call
 from ivr.metrics.exposition import exposition
@@ -315,6 +321,35 @@ async def test_an_unexpected_ari_error_hands_the_caller_to_the_queue_and_closes(
     assert records.names() == ["open", "commit_decision", "close"]
     assert isinstance(records.calls[-1][1][3], Missed)
     assert ami.names() == ["mix_monitor", "queue_load"]
+
+
+@pytest.mark.parametrize("kind", list(LineKind), ids=str)
+async def test_a_call_whose_answer_failed_is_decided_as_a_hang_up_would_be(
+        kind: LineKind) -> None:
+    """ARI never answered the answer (Asterisk past its limit: the client's timeout): the
+    caller goes on to the queue, never told, so nothing is recorded; a service caller
+    gets no consent stored, as at a hang-up (rule 2), so that no call of a service line
+    is left without its receipt. A sales call has no decision without its notice."""
+    call, ari, ami, records, _items = service_runner() if kind is LineKind.SERVICE \
+        else runner()
+    answer = ari.__getattr__("answer")
+
+    async def timed_out(*args: Any) -> None:
+        await answer(*args)
+        raise AriError("ARI POST /channels/1.1/answer: TimeoutError: ")
+
+    ari.__dict__["answer"] = timed_out
+    await asyncio.wait_for(call.run(), 5)
+    assert ari.names() == ["answer", "continue_in_dialplan"]
+    assert "mix_monitor" not in ami.names()
+    closed = records.calls[-1][1][1]
+    assert (closed.end_reason, closed.notice_completed) == (RESCUED, False)
+    if kind is LineKind.SERVICE:
+        assert records.names() == ["open", "commit_decision", "close"]
+        receipt = records.calls[1][1][0].receipt
+        assert (receipt.decision.value, receipt.record) == ("no_consent", False)
+    else:
+        assert records.names() == ["open", "close"]
 
 
 async def test_a_caller_who_left_as_the_call_was_handed_on_is_a_hang_up() -> None:
